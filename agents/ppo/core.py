@@ -1,0 +1,308 @@
+"""The PPO algorithm as small pure functions plus one update loop, shared by every policy.
+
+Both the toy-task agent (one action per sample) and the RLHF agent (one sequence of tokens per sample)
+call :func:`ppo_update`: a batch is a dict of tensors of shape ``(N, T)`` with a ``mask``; the toy agent
+uses ``T = 1``. The policy only has to implement ``evaluate(minibatch) -> (logprob, entropy, value)``,
+each ``(n, T)``.
+
+Sources: Schulman et al. 2017 (PPO), 2016 (GAE); CleanRL ``ppo.py``; SB3 ``ppo/ppo.py``; TRL and
+"The N Implementation Details of RLHF with PPO" (Huang et al. 2024) for the masked statistics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+
+# --------------------------------------------------------------------------------------------------------
+# masked statistics (padding never counts)
+# --------------------------------------------------------------------------------------------------------
+def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum()
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` where ``mask`` is 1; 0 when the mask is empty."""
+    return (x * mask).sum() / mask.sum().clamp_min(1)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    if unbiased:
+        n = mask.sum()
+        var = var * n / (n - 1).clamp_min(1)  # Bessel's correction, as torch.std and TRL do
+    return var
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+    """``(x - mean) / std`` over the masked entries; padding stays 0. ``shift_mean=False`` keeps the mean
+    (TRL whitens rewards that way)."""
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    out = (x - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        out = out + mean
+    return out * mask
+
+
+# --------------------------------------------------------------------------------------------------------
+# advantages
+# --------------------------------------------------------------------------------------------------------
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    next_nonterminal: torch.Tensor,
+    episode_continues: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation; every tensor is time-major ``(T, ...)``.
+
+    - ``next_values[t]``: V of the observation after step t (the final observation of a truncated
+      episode, not the reset one).
+    - ``next_nonterminal[t]``: 0 if step t *terminated* the episode (no bootstrap), else 1.
+    - ``episode_continues[t]``: 0 if the episode ended at step t for any reason (terminated or truncated),
+      so the recursion does not carry advantages across episodes.
+
+    ``delta_t = r_t + gamma * next_nonterminal_t * next_values_t - values_t`` and
+    ``A_t = delta_t + gamma * lambda * episode_continues_t * A_{t+1}``; returns ``(advantages, returns)``
+    with ``returns = advantages + values``. With ``lambda = 1`` and no bootstrap this is the Monte-Carlo
+    advantage ``sum_k gamma^k r_{t+k} - V(s_t)``.
+    """
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        delta = rewards[t] + gamma * next_nonterminal[t] * next_values[t] - values[t]
+        last = delta + gamma * gae_lambda * episode_continues[t] * last
+        advantages[t] = last
+    return advantages, advantages + values
+
+
+def sequence_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float,
+                 gae_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE for batches of finished sequences ``(B, T)`` right-padded by ``mask``: each sequence is one
+    episode ending (terminated) at its last real token, as in RLHF. Returns ``(advantages, returns)``,
+    zero on padding."""
+    mask = mask.to(values.dtype)
+    values = values * mask
+    next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)  # (B, T)
+    next_mask = torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)  # 0 at the last real token
+    adv, ret = compute_gae((rewards * mask).T, values.T, next_values.T, next_mask.T, next_mask.T, gamma, gae_lambda)
+    return adv.T * mask, ret.T * mask
+
+
+# --------------------------------------------------------------------------------------------------------
+# losses
+# --------------------------------------------------------------------------------------------------------
+def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
+                mask: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The clipped surrogate ``-min(r A, clip(r, 1-eps, 1+eps) A)``, as a masked *sum* (the caller divides),
+    and detached statistics: ``approx_kl`` (Schulman's ``(r - 1) - log r`` estimator, as SB3/CleanRL) and
+    ``clip_fraction``, both masked sums too."""
+    log_ratio = new_logprob - old_logprob
+    ratio = torch.exp(log_ratio)
+    pg1 = -advantages * ratio
+    pg2 = -advantages * torch.clamp(ratio, 1 - clip_range, 1 + clip_range)
+    loss = masked_sum(torch.max(pg1, pg2), mask)
+    with torch.no_grad():
+        stats = {
+            "approx_kl": masked_sum((ratio - 1) - log_ratio, mask),
+            "clip_fraction": masked_sum(((ratio - 1).abs() > clip_range).to(mask.dtype), mask),
+            "ratio": masked_sum(ratio, mask),
+        }
+    return loss, stats
+
+
+def value_loss(new_value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+               clip_range_vf: float | None, clip_takes_max: bool = True) -> torch.Tensor:
+    """Squared error to the returns, as a masked *sum*. With ``clip_range_vf`` the new value is kept within
+    that distance of the old one; ``clip_takes_max=True`` takes the larger of the clipped and unclipped
+    errors (PPO2, CleanRL, TRL), ``False`` uses the clipped error alone (SB3's ppo.py)."""
+    err = (new_value - returns) ** 2
+    if clip_range_vf is not None:
+        clipped = old_value + torch.clamp(new_value - old_value, -clip_range_vf, clip_range_vf)
+        clipped_err = (clipped - returns) ** 2
+        err = torch.max(err, clipped_err) if clip_takes_max else clipped_err
+    return masked_sum(err, mask)
+
+
+def explained_variance(y_pred: torch.Tensor, y_true: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var[y - y_pred] / Var[y] over masked entries (SB3's ``train/explained_variance``); nan if Var[y]=0."""
+    var_y = masked_var(y_true, mask, unbiased=False)
+    if var_y.item() == 0:
+        return float("nan")
+    return float(1 - masked_var(y_true - y_pred, mask, unbiased=False) / var_y)
+
+
+# --------------------------------------------------------------------------------------------------------
+# the update
+# --------------------------------------------------------------------------------------------------------
+class EvaluatesActions(Protocol):
+    """What :func:`ppo_update` needs of a policy (an ``nn.Module``)."""
+
+    def evaluate(self, minibatch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(logprob, entropy, value)`` of ``minibatch["actions"]``, each of shape ``(n, T)``."""
+        ...
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]: ...
+
+
+@dataclass
+class PPOUpdateConfig:
+    n_epochs: int = 10
+    """passes over the batch per update"""
+    minibatch_size: int = 64
+    """samples (rows of the batch) per gradient step"""
+    micro_batch_size: int | None = None
+    """rows per forward/backward pass; gradients accumulate over a minibatch (None: the whole minibatch)"""
+    clip_range: float = 0.2
+    """PPO clip epsilon for the policy ratio"""
+    clip_range_vf: float | None = None
+    """clip the value change to this (None: no value clipping, SB3's default)"""
+    vf_clip_takes_max: bool = True
+    """with clip_range_vf: max of clipped and unclipped errors (CleanRL, TRL); False: clipped only (SB3)"""
+    vf_coef: float = 0.5
+    """value loss coefficient (the value loss is a plain mean squared error, as SB3; CleanRL's 0.5*MSE is vf_coef/2)"""
+    ent_coef: float = 0.0
+    """entropy bonus coefficient"""
+    max_grad_norm: float | None = 0.5
+    """clip the global gradient norm (None: no clipping)"""
+    normalize_advantage: str = "minibatch"
+    """'minibatch' (SB3, CleanRL), 'batch' (whiten once over the batch, as the RLHF references) or 'none'"""
+    target_kl: float | None = None
+    """stop the update early when the approximate KL to the rollout policy exceeds this"""
+    target_kl_mode: str = "minibatch"
+    """'minibatch': stop before the step whose minibatch KL > 1.5 * target_kl (SB3); 'epoch': stop after an
+    epoch whose mean KL > target_kl (CleanRL)"""
+
+
+def iterate_minibatches(n: int, size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
+    """Row indices of one epoch, shuffled; the last minibatch may be smaller (SB3 and CleanRL alike)."""
+    perm = torch.randperm(n, generator=generator)
+    for start in range(0, n, size):
+        yield perm[start : start + size]
+
+
+def index_batch(batch: dict[str, Any], idx: torch.Tensor) -> dict[str, Any]:
+    """Select rows ``idx`` of every tensor (and every nested dict of tensors) in ``batch``."""
+    out: dict[str, Any] = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            out[k] = v[idx.to(v.device)]
+        elif isinstance(v, dict):
+            out[k] = index_batch(v, idx)
+        else:
+            out[k] = v
+    return out
+
+
+def ppo_update(
+    policy: EvaluatesActions,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, Any],
+    cfg: PPOUpdateConfig,
+    generator: torch.Generator | None = None,
+    autocast: Callable[[], Any] | None = None,
+) -> dict[str, float]:
+    """Run PPO's epochs x minibatches on one batch and return the mean statistics (SB3's ``train/`` keys).
+
+    ``batch`` holds ``actions``, ``logprobs``, ``values``, ``advantages``, ``returns`` and ``mask``, all
+    ``(N, T)``, plus whatever the policy's ``evaluate`` reads (observations, input ids ...).
+    """
+    if cfg.normalize_advantage not in ("minibatch", "batch", "none"):
+        raise ValueError(f"normalize_advantage must be 'minibatch', 'batch' or 'none', got {cfg.normalize_advantage!r}")
+    if cfg.target_kl_mode not in ("minibatch", "epoch"):
+        raise ValueError(f"target_kl_mode must be 'minibatch' or 'epoch', got {cfg.target_kl_mode!r}")
+    mask = batch["mask"].float()
+    n = mask.shape[0]
+    if cfg.minibatch_size <= 0 or cfg.minibatch_size > n:
+        raise ValueError(f"minibatch_size={cfg.minibatch_size} must be in [1, batch size {n}]")
+    batch = dict(batch, mask=mask)
+    if cfg.normalize_advantage == "batch":
+        batch["advantages"] = masked_whiten(batch["advantages"], mask)
+    micro = cfg.micro_batch_size or cfg.minibatch_size
+    params = [p for p in policy.parameters() if p.requires_grad]
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+
+    def log(key: str, value: float, weight: float = 1.0) -> None:
+        sums[key] = sums.get(key, 0.0) + value * weight
+        counts[key] = counts.get(key, 0.0) + weight
+
+    n_updates, stop = 0, False
+    for _epoch in range(cfg.n_epochs):
+        epoch_kl, epoch_tokens = 0.0, 0.0
+        for mb_idx in iterate_minibatches(n, cfg.minibatch_size, generator):
+            mb = index_batch(batch, mb_idx)
+            mb_tokens = mb["mask"].sum().clamp_min(1)  # the loss is a mean over the minibatch's real tokens
+            mb_adv = mb["advantages"]
+            if cfg.normalize_advantage == "minibatch" and mb_idx.numel() > 1:  # SB3: skip for a single sample
+                mb_adv = masked_whiten(mb_adv, mb["mask"])
+            optimizer.zero_grad(set_to_none=True)
+            stats = {"approx_kl": 0.0, "clip_fraction": 0.0, "pg": 0.0, "vf": 0.0, "ent": 0.0, "ratio": 0.0}
+            for start in range(0, mb_idx.numel(), micro):
+                sl = slice(start, start + micro)
+                mu = index_batch(mb, torch.arange(mb_idx.numel())[sl])
+                mu_mask, mu_adv = mu["mask"], mb_adv[sl]
+                with autocast() if autocast is not None else _nullcontext():
+                    new_logprob, entropy, new_value = policy.evaluate(mu)  # (n, T) each
+                new_logprob, entropy, new_value = new_logprob.float(), entropy.float(), new_value.float()
+                pg_sum, pst = policy_loss(new_logprob, mu["logprobs"], mu_adv, mu_mask, cfg.clip_range)
+                vf_sum = value_loss(new_value, mu["values"], mu["returns"], mu_mask, cfg.clip_range_vf,
+                                    cfg.vf_clip_takes_max)
+                ent_sum = masked_sum(entropy, mu_mask)
+                loss = (pg_sum + cfg.vf_coef * vf_sum - cfg.ent_coef * ent_sum) / mb_tokens
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"PPO loss is {loss.item()} (policy {pg_sum.item():.4g}, value "
+                                             f"{vf_sum.item():.4g}, entropy {ent_sum.item():.4g}); stopping")
+                loss.backward()
+                for k, v in (("approx_kl", pst["approx_kl"]), ("clip_fraction", pst["clip_fraction"]),
+                             ("ratio", pst["ratio"]), ("pg", pg_sum), ("vf", vf_sum), ("ent", ent_sum)):
+                    stats[k] += float(v.detach())
+            tok = float(mb_tokens)
+            approx_kl = stats["approx_kl"] / tok
+            if cfg.target_kl is not None and cfg.target_kl_mode == "minibatch" and approx_kl > 1.5 * cfg.target_kl:
+                stop = True  # SB3 stops *before* stepping on this minibatch
+                log("train/approx_kl", approx_kl)
+                break
+            if cfg.max_grad_norm is not None:
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                log("train/grad_norm", float(grad_norm))
+            optimizer.step()
+            n_updates += 1
+            epoch_kl += stats["approx_kl"]
+            epoch_tokens += tok
+            log("train/approx_kl", approx_kl)
+            log("train/clip_fraction", stats["clip_fraction"] / tok)
+            log("train/policy_gradient_loss", stats["pg"] / tok)
+            log("train/value_loss", stats["vf"] / tok)
+            log("train/entropy_loss", -stats["ent"] / tok)
+            log("train/ratio", stats["ratio"] / tok)
+            log("train/loss", (stats["pg"] + cfg.vf_coef * stats["vf"] - cfg.ent_coef * stats["ent"]) / tok)
+        if stop:
+            break
+        if cfg.target_kl is not None and cfg.target_kl_mode == "epoch" and epoch_tokens and \
+                epoch_kl / epoch_tokens > cfg.target_kl:
+            break
+    out = {k: sums[k] / counts[k] for k in sums}
+    out["train/n_updates"] = float(n_updates)
+    out["train/clip_range"] = cfg.clip_range
+    out["train/explained_variance"] = explained_variance(batch["values"], batch["returns"], mask)
+    out["train/early_stop"] = float(stop)
+    if not math.isfinite(out.get("train/approx_kl", 0.0)):
+        raise FloatingPointError("approx_kl is not finite; stopping")
+    return out
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,5 @@
+"""Gymnasium environments of textgym."""
+
+from textgym.envs.text_gen import TextGenEnv
+
+__all__ = ["TextGenEnv"]

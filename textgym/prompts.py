@@ -1,0 +1,145 @@
+"""Prompt sources: fixed sets (lists, text files, JSONL files, built-in sets) and generated prompts.
+
+A prompt source draws a :class:`~textgym.core.Prompt` from the env's ``np_random``. Built-in sets ship as
+package data in ``textgym/data/`` and are named ``"builtin:NAME"``; generated sources (toy tasks, data
+analysis) are named ``"gen:NAME"`` and draw a fresh prompt (with its known answer in ``meta``) each reset.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from textgym.core import Prompt
+
+
+@runtime_checkable
+class PromptSource(Protocol):
+    def sample(self, rng: np.random.Generator) -> Prompt: ...
+
+
+class PromptSet:
+    """A finite list of prompts, drawn uniformly. ``prompts[i]`` and ``len(prompts)`` work."""
+
+    def __init__(self, prompts: Iterable[str | Prompt | dict[str, Any]], name: str = "prompts") -> None:
+        self.prompts = [_to_prompt(p, where=f"{name}[{i}]") for i, p in enumerate(prompts)]
+        self.name = name
+        if not self.prompts:
+            raise ValueError(f"prompt set {name!r} is empty; give at least one prompt")
+
+    def sample(self, rng: np.random.Generator) -> Prompt:
+        return self.prompts[int(rng.integers(len(self.prompts)))]
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def __getitem__(self, i: int) -> Prompt:
+        return self.prompts[i]
+
+    def __iter__(self):
+        return iter(self.prompts)
+
+    def __repr__(self) -> str:
+        return f"PromptSet({self.name!r}, n={len(self)})"
+
+
+def _to_prompt(p: str | Prompt | dict[str, Any], where: str) -> Prompt:
+    if isinstance(p, Prompt):
+        return p
+    if isinstance(p, str):
+        return Prompt(p)
+    if isinstance(p, dict):
+        if "prompt" not in p or not isinstance(p["prompt"], str):
+            raise ValueError(f"{where}: a prompt object needs a string field 'prompt', got keys {sorted(p)}")
+        meta = dict(p.get("meta") or {})  # either {"prompt", "meta": {...}} or flat extra keys
+        meta.update({k: v for k, v in p.items() if k not in ("prompt", "meta")})
+        return Prompt(p["prompt"], meta)
+    raise TypeError(f"{where}: a prompt must be a str, a dict with 'prompt', or a Prompt, got {type(p).__name__}")
+
+
+def read_prompt_file(path: str | Path) -> PromptSet:
+    """Read prompts from ``.txt`` (one per non-empty line), ``.jsonl`` (one object or string per line) or
+    ``.json`` (a list)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file {str(path)!r} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read prompt file {str(path)!r} as UTF-8 text: {e}") from e
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        items = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: malformed JSON line ({e.msg}); each line must be a JSON object "
+                                 'like {"prompt": "..."} or a JSON string') from None
+    elif suffix == ".json":
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
+        if not isinstance(items, list):
+            raise ValueError(f"{path}: a .json prompt file must hold a list of prompts")
+    elif suffix in (".txt", ""):
+        items = [line for line in text.splitlines() if line.strip()]
+    else:
+        raise ValueError(f"prompt file {str(path)!r}: unknown format {suffix!r}; use .txt, .jsonl or .json")
+    return PromptSet(items, name=str(path))
+
+
+def builtin_prompt_names() -> list[str]:
+    return sorted(p.name.rsplit(".", 1)[0] for p in resources.files("textgym.data").iterdir()
+                  if p.name.endswith((".jsonl", ".txt")))
+
+
+def builtin_prompts(name: str) -> PromptSet:
+    """A prompt set shipped with textgym (``textgym/data/NAME.jsonl`` or ``.txt``)."""
+    for ext in (".jsonl", ".txt"):
+        res = resources.files("textgym.data") / f"{name}{ext}"
+        if res.is_file():
+            with resources.as_file(res) as p:
+                s = read_prompt_file(p)
+            s.name = f"builtin:{name}"
+            return s
+    raise ValueError(f"unknown built-in prompt set {name!r}; available: {builtin_prompt_names()}")
+
+
+# name -> factory(**kwargs) -> PromptSource. Generated sources register here (see textgym.tasks).
+PROMPT_GENERATORS: dict[str, Callable[..., PromptSource]] = {}
+
+
+def load_prompts(spec: Any, **kwargs: Any) -> PromptSource:
+    """Turn a prompt spec into a :class:`PromptSource`.
+
+    ``spec`` is one of: a PromptSource; a list of strings / dicts / Prompts; a path to a ``.txt``,
+    ``.jsonl`` or ``.json`` file; ``"builtin:NAME"``; ``"gen:NAME"`` (kwargs go to the generator).
+    """
+    if isinstance(spec, str):
+        if spec.startswith("builtin:"):
+            return builtin_prompts(spec[len("builtin:") :])
+        if spec.startswith("gen:"):
+            name = spec[len("gen:") :]
+            if name not in PROMPT_GENERATORS:
+                import textgym.tasks  # noqa: F401  (registers the generators)
+            if name not in PROMPT_GENERATORS:
+                raise ValueError(f"unknown prompt generator {name!r}; available: {sorted(PROMPT_GENERATORS)}")
+            return PROMPT_GENERATORS[name](**kwargs)
+        return read_prompt_file(spec)
+    if isinstance(spec, Path):
+        return read_prompt_file(spec)
+    if hasattr(spec, "sample") and not isinstance(spec, (list, tuple)):
+        return spec
+    if isinstance(spec, Sequence):
+        return PromptSet(spec)
+    raise TypeError(f"cannot make prompts from {type(spec).__name__}: pass a list of strings, a file path, "
+                    "'builtin:NAME', 'gen:NAME' or a PromptSource")

