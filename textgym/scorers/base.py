@@ -84,7 +84,7 @@ def score_tokens_batch(scorer: Scorer, samples: Sequence[Sample]) -> list[np.nda
         raise ScorerError(f"scorer {name!r} raised {type(e).__name__} in score_tokens: {e} (first: {first})") from e
     if len(out) != len(samples):
         raise ScorerError(f"scorer {name!r}.score_tokens returned {len(out)} arrays for {len(samples)} samples")
-    for i, (r, s) in enumerate(zip(out, samples)):
+    for r, s in zip(out, samples):
         if r.shape != (len(s.completion_ids),):
             raise ScorerError(f"scorer {name!r}.score_tokens returned shape {r.shape} for a completion of "
                               f"{len(s.completion_ids)} tokens: {_describe(s)}")
