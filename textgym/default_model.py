@@ -48,7 +48,7 @@ def gguf_path() -> Path:
 def default_model_dir() -> Path:
     """A folder with the default model as fp32 safetensors + tokenizer files, converting once if needed."""
     target = cache_root() / _CACHE_SUBDIR
-    if (target / "config.json").exists() and (target / "tokenizer_config.json").exists():
+    if all((target / f).exists() for f in ("config.json", "model.safetensors", "tokenizer_config.json")):
         return target
     convert_gguf(gguf_path(), target)
     return target

@@ -8,7 +8,7 @@ analysis) are named ``"gen:NAME"`` and draw a fresh prompt (with its known answe
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -20,6 +20,12 @@ from textgym.core import Prompt
 
 @runtime_checkable
 class PromptSource(Protocol):
+    """Draws one prompt from ``rng`` (the env's ``np_random``: all randomness comes from it).
+
+    A generated (unbounded) source should also implement ``max_prompt_tokens(tokenizer) -> int``, the
+    longest prompt in tokens, which sizes the observation; finite sets are measured by encoding them.
+    """
+
     def sample(self, rng: np.random.Generator) -> Prompt: ...
 
 
@@ -41,7 +47,7 @@ class PromptSet:
     def __getitem__(self, i: int) -> Prompt:
         return self.prompts[i]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Prompt]:
         return iter(self.prompts)
 
     def __repr__(self) -> str:
@@ -66,8 +72,11 @@ def read_prompt_file(path: str | Path) -> PromptSet:
     """Read prompts from ``.txt`` (one per non-empty line), ``.jsonl`` (one object or string per line) or
     ``.json`` (a list)."""
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"prompt file {str(path)!r} does not exist; pass an existing .txt, .jsonl or "
+                                "a .json file, 'builtin:NAME' or 'gen:NAME'")
     if not path.is_file():
-        raise FileNotFoundError(f"prompt file {str(path)!r} does not exist")
+        raise ValueError(f"prompt file {str(path)!r} is not a file; pass a .txt, .jsonl or .json file")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -79,10 +88,11 @@ def read_prompt_file(path: str | Path) -> PromptSet:
             if not line.strip():
                 continue
             try:
-                items.append(json.loads(line))
+                obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{n}: malformed JSON line ({e.msg}); each line must be a JSON object "
                                  'like {"prompt": "..."} or a JSON string') from None
+            items.append(_to_prompt(obj, where=f"{path}:{n}"))
     elif suffix == ".json":
         try:
             items = json.loads(text)
@@ -122,8 +132,12 @@ def load_prompts(spec: Any, **kwargs: Any) -> PromptSource:
     """Turn a prompt spec into a :class:`PromptSource`.
 
     ``spec`` is one of: a PromptSource; a list of strings / dicts / Prompts; a path to a ``.txt``,
-    ``.jsonl`` or ``.json`` file; ``"builtin:NAME"``; ``"gen:NAME"`` (kwargs go to the generator).
+    ``.jsonl`` or ``.json`` file; ``"builtin:NAME"``; ``"gen:NAME"`` (kwargs go to the generator, and only
+    to a generator).
     """
+    if kwargs and not (isinstance(spec, str) and spec.startswith("gen:")):
+        raise ValueError(f"prompt keyword arguments {sorted(kwargs)} only apply to generated prompts "
+                         f"('gen:NAME'), not to {spec!r}")
     if isinstance(spec, str):
         if spec.startswith("builtin:"):
             return builtin_prompts(spec[len("builtin:") :])
@@ -139,7 +153,7 @@ def load_prompts(spec: Any, **kwargs: Any) -> PromptSource:
         return read_prompt_file(spec)
     if hasattr(spec, "sample") and not isinstance(spec, (list, tuple)):
         return spec
-    if isinstance(spec, Sequence):
+    if isinstance(spec, Sequence) and not isinstance(spec, (str, bytes)):
         return PromptSet(spec)
     raise TypeError(f"cannot make prompts from {type(spec).__name__}: pass a list of strings, a file path, "
                     "'builtin:NAME', 'gen:NAME' or a PromptSource")

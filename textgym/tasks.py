@@ -1,0 +1,236 @@
+"""Generated prompt sources, registered in :data:`textgym.prompts.PROMPT_GENERATORS` as ``"gen:NAME"``.
+
+Each draws a fresh :class:`~textgym.core.Prompt` with its known answer in ``meta`` from the rng it is given
+(the env's ``np_random``), and bounds its prompt length for the observation size with
+``max_prompt_tokens(tokenizer)``.
+
+- ``gen:target``: prompt ``">"``; the wanted completion ``meta["target"]`` is a fixed string (then EOS).
+- ``gen:copy`` / ``gen:reverse``: 1-4 random letters over ``"abc"`` then ``">"``; target: the letters (reversed).
+- ``gen:count``: 1-9 random letters over ``"ab"`` then ``"?"``; target: the number of ``a``'s as a digit.
+- ``gen:data-analysis``: a small CSV table and a question (mean, sum, max, min, count above a threshold,
+  which item has the max/min) with ``meta``: ``answer``, ``answer_type`` (``"number"``/``"label"``),
+  ``table``, ``question``, ``kind``, ``column``, ``labels`` (the item names), ``threshold`` (count only).
+  ``n=N`` gives a finite :class:`~textgym.prompts.PromptSet` of N prompts from ``seed`` (for before/after
+  accuracy on a fixed set).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from textgym.core import Prompt
+from textgym.prompts import PROMPT_GENERATORS, PromptSet
+from textgym.tokenizers import ByteTokenizer, CharTokenizer, Tokenizer
+
+
+def _max_tokens(tokenizer: Tokenizer, texts: Iterable[str]) -> int:
+    """The most tokens any of ``texts`` encodes to (char/byte tokenizers: counted without encoding)."""
+    if isinstance(tokenizer, CharTokenizer):
+        return max(len(t) for t in texts)
+    if isinstance(tokenizer, ByteTokenizer):
+        return max(len(t.encode("utf-8")) for t in texts)
+    return max(len(tokenizer.encode(t)) for t in texts)
+
+
+class TargetTask:
+    """Always the same prompt; the wanted completion ``meta["target"]`` is ``target`` followed by EOS.
+
+    The default target, ``"abcda"`` (5 letters + EOS = 6 tokens), fits TextGen-Target-v0's ``max_new_tokens=6``.
+    """
+
+    def __init__(self, target: str = "abcda", prompt: str = ">") -> None:
+        if not isinstance(target, str) or not target:
+            raise ValueError(f"target must be a non-empty string, got {target!r}")
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
+        self.prompt = Prompt(prompt, {"target": target})
+
+    def sample(self, rng: np.random.Generator) -> Prompt:
+        return self.prompt
+
+    def max_prompt_tokens(self, tokenizer: Tokenizer) -> int:
+        return _max_tokens(tokenizer, [self.prompt.text])
+
+    def __repr__(self) -> str:
+        return f"TargetTask(target={self.prompt.meta['target']!r})"
+
+
+class LettersTask:
+    """``min_len``-``max_len`` random letters from ``alphabet``, then ``sep``; the target is the letters
+    (``reverse=True``: reversed). ``gen:copy`` and ``gen:reverse``."""
+
+    def __init__(self, alphabet: str = "abc", min_len: int = 1, max_len: int = 4, sep: str = ">",
+                 reverse: bool = False) -> None:
+        if not alphabet:
+            raise ValueError("alphabet must be a non-empty string of letters")
+        if not 1 <= min_len <= max_len:
+            raise ValueError(f"need 1 <= min_len <= max_len, got min_len={min_len}, max_len={max_len}")
+        self.alphabet, self.min_len, self.max_len, self.sep, self.reverse = alphabet, min_len, max_len, sep, reverse
+
+    def sample(self, rng: np.random.Generator) -> Prompt:
+        n = int(rng.integers(self.min_len, self.max_len + 1))
+        letters = "".join(self.alphabet[i] for i in rng.integers(len(self.alphabet), size=n))
+        return Prompt(letters + self.sep, {"target": letters[::-1] if self.reverse else letters})
+
+    def max_prompt_tokens(self, tokenizer: Tokenizer) -> int:
+        if isinstance(tokenizer, (CharTokenizer, ByteTokenizer)) or len(self.alphabet) ** self.max_len > 5000:
+            longest = max(self.alphabet, key=lambda c: len(c.encode("utf-8")))
+            return _max_tokens(tokenizer, [longest * self.max_len + self.sep])  # exact for char/byte
+        return _max_tokens(tokenizer, ("".join(p) + self.sep for n in range(self.min_len, self.max_len + 1)
+                                       for p in itertools.product(self.alphabet, repeat=n)))
+
+    def __repr__(self) -> str:
+        return f"LettersTask({self.alphabet!r}, {self.min_len}-{self.max_len}, reverse={self.reverse})"
+
+
+class CountTask:
+    """``min_len``-``max_len`` random letters from ``alphabet``, then ``sep``; the target is how many times
+    ``letter`` occurs, in decimal (one digit while ``max_len <= 9``). ``gen:count``."""
+
+    def __init__(self, alphabet: str = "ab", letter: str = "a", min_len: int = 1, max_len: int = 9,
+                 sep: str = "?") -> None:
+        if letter not in alphabet or len(letter) != 1:
+            raise ValueError(f"letter must be one character of alphabet {alphabet!r}, got {letter!r}")
+        if not 1 <= min_len <= max_len:
+            raise ValueError(f"need 1 <= min_len <= max_len, got min_len={min_len}, max_len={max_len}")
+        self.alphabet, self.letter, self.min_len, self.max_len, self.sep = alphabet, letter, min_len, max_len, sep
+
+    def sample(self, rng: np.random.Generator) -> Prompt:
+        n = int(rng.integers(self.min_len, self.max_len + 1))
+        letters = "".join(self.alphabet[i] for i in rng.integers(len(self.alphabet), size=n))
+        return Prompt(letters + self.sep, {"target": str(letters.count(self.letter))})
+
+    def max_prompt_tokens(self, tokenizer: Tokenizer) -> int:
+        return LettersTask(self.alphabet, self.min_len, self.max_len, self.sep).max_prompt_tokens(tokenizer)
+
+    def __repr__(self) -> str:
+        return f"CountTask({self.alphabet!r}, letter={self.letter!r}, {self.min_len}-{self.max_len})"
+
+
+# -- data analysis -----------------------------------------------------------------------------------------
+ITEMS = ("apple", "bread", "milk", "cheese", "rice", "tea", "eggs", "soap", "pens", "lamp", "chair", "plate")
+# column name -> (low, high, decimals): values are distinct multiples of 10**-decimals in [low, high]
+NUMERIC_COLUMNS = {"price": (0.5, 20.0, 1), "qty": (1, 20, 0), "weight": (0.1, 5.0, 1)}
+KINDS = ("mean", "sum", "max", "min", "count", "argmax", "argmin")
+_QUESTIONS = {
+    "mean": "What is the average {col}?",
+    "sum": "What is the total {col} of all rows?",
+    "max": "What is the largest {col}?",
+    "min": "What is the smallest {col}?",
+    "count": "How many rows have a {col} greater than {thr}?",
+    "argmax": "Which item has the highest {col}?",
+    "argmin": "Which item has the lowest {col}?",
+}
+
+
+def _fmt(x: float, decimals: int) -> str:
+    return f"{x:.{decimals}f}"
+
+
+class DataAnalysisTask:
+    """A CSV table (``min_rows``-``max_rows`` rows; an ``item`` column and 1-2 of price/qty/weight) and one
+    question about it, with the answer computed from the same values.
+
+    Numeric answers are exact (a mean is rounded to 4 decimals); the prompt asks for a single number or the
+    item name and ends with ``"Answer:"``. ``kinds`` restricts the question kinds (default: all of
+    :data:`KINDS`).
+
+    ``max_prompt_tokens(tokenizer)`` is estimated: the longest of 256 prompts drawn from a fixed seed, plus a
+    margin of 10% (at least 8 tokens). A longer prompt is then very unlikely; if one occurs the env raises a
+    ``ValueError`` naming ``max_prompt_tokens``, which you can pass to the env explicitly.
+    """
+
+    def __init__(self, min_rows: int = 3, max_rows: int = 6, kinds: Sequence[str] | None = None) -> None:
+        if not 2 <= min_rows <= max_rows <= len(ITEMS):
+            raise ValueError(f"need 2 <= min_rows <= max_rows <= {len(ITEMS)}, got {min_rows}, {max_rows}")
+        kinds = tuple(KINDS if kinds is None else kinds)
+        unknown = [k for k in kinds if k not in KINDS]
+        if unknown or not kinds:
+            raise ValueError(f"unknown question kinds {unknown}; choose from {KINDS}")
+        self.min_rows, self.max_rows, self.kinds = min_rows, max_rows, kinds
+
+    def sample(self, rng: np.random.Generator) -> Prompt:
+        n_rows = int(rng.integers(self.min_rows, self.max_rows + 1))
+        items = [ITEMS[i] for i in rng.choice(len(ITEMS), size=n_rows, replace=False)]
+        names = list(NUMERIC_COLUMNS)
+        n_cols = int(rng.integers(1, 3))
+        cols = [names[i] for i in sorted(rng.choice(len(names), size=n_cols, replace=False))]
+        values: dict[str, list[float]] = {}
+        for c in cols:
+            low, high, dec = NUMERIC_COLUMNS[c]
+            grid = np.arange(round(low * 10**dec), round(high * 10**dec) + 1)
+            values[c] = [round(int(v) / 10**dec, dec) for v in rng.choice(grid, size=n_rows, replace=False)]
+        header = ",".join(["item", *cols])
+        lines = [",".join([it, *(_fmt(values[c][r], NUMERIC_COLUMNS[c][2]) for c in cols)])
+                 for r, it in enumerate(items)]
+        table = "\n".join([header, *lines])
+
+        kind = self.kinds[int(rng.integers(len(self.kinds)))]
+        col = cols[int(rng.integers(len(cols)))]
+        v, dec = values[col], NUMERIC_COLUMNS[col][2]
+        meta: dict[str, Any] = {"kind": kind, "column": col, "table": table, "labels": items,
+                                "answer_type": "number"}
+        thr = None
+        if kind == "mean":
+            answer: float | int | str = round(sum(v) / len(v), 4)
+        elif kind == "sum":
+            answer = round(sum(v), dec)
+        elif kind == "max":
+            answer = max(v)
+        elif kind == "min":
+            answer = min(v)
+        elif kind == "count":
+            thr = sorted(v)[int(rng.integers(len(v)))]  # a value of the column: 0 .. n_rows-1 rows above it
+            answer = sum(x > thr for x in v)
+            meta["threshold"] = thr
+        else:
+            pick = max if kind == "argmax" else min
+            answer = items[v.index(pick(v))]  # values are distinct: one right item
+            meta["answer_type"] = "label"
+        if dec == 0 and isinstance(answer, float) and kind != "mean":
+            answer = int(answer)
+        meta["answer"] = answer
+        question = _QUESTIONS[kind].format(col=col, thr=None if thr is None else _fmt(thr, dec))
+        meta["question"] = question
+        how = "Answer with the item name only." if meta["answer_type"] == "label" else \
+            "Answer with a single number only."
+        text = f"Here is a table in CSV format:\n{table}\n\nQuestion: {question}\n{how}\nAnswer:"
+        return Prompt(text, meta)
+
+    def max_prompt_tokens(self, tokenizer: Tokenizer) -> int:
+        rng = np.random.default_rng(12345)  # fixed: the bound must not depend on the env's seed
+        longest = _max_tokens(tokenizer, (self.sample(rng).text for _ in range(256)))
+        return longest + max(8, math.ceil(0.1 * longest))
+
+    def __repr__(self) -> str:
+        return f"DataAnalysisTask(rows={self.min_rows}-{self.max_rows}, kinds={self.kinds})"
+
+
+def data_analysis_prompts(n: int | None = None, seed: int = 0, **kwargs: Any) -> DataAnalysisTask | PromptSet:
+    """``gen:data-analysis``: a fresh table each reset, or (``n=N``) a fixed set of N prompts drawn from ``seed``."""
+    task = DataAnalysisTask(**kwargs)
+    if n is None:
+        return task
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+        raise ValueError(f"n must be a positive int (the number of fixed prompts), got {n!r}")
+    rng = np.random.default_rng(seed)
+    return PromptSet([task.sample(rng) for _ in range(int(n))], name=f"gen:data-analysis(n={n}, seed={seed})")
+
+
+def reverse_task(**kwargs: Any) -> LettersTask:
+    """``gen:reverse``: :class:`LettersTask` with ``reverse=True``."""
+    return LettersTask(**{"reverse": True, **kwargs})
+
+
+PROMPT_GENERATORS.update({
+    "target": TargetTask,
+    "copy": LettersTask,
+    "reverse": reverse_task,
+    "count": CountTask,
+    "data-analysis": data_analysis_prompts,
+})
