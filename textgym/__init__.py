@@ -5,10 +5,10 @@ everything heavier is imported where it is used.
 """
 
 from textgym.core import Prompt, Sample
-from textgym.envs.text_gen import TextGenEnv
+from textgym.envs import BatchedTextGenEnv, TextGenEnv
 from textgym.registration import TASKS, register_envs
 
 __version__ = "0.1.0"
-__all__ = ["Prompt", "Sample", "TextGenEnv", "TASKS", "register_envs", "__version__"]
+__all__ = ["Prompt", "Sample", "TextGenEnv", "BatchedTextGenEnv", "TASKS", "register_envs", "__version__"]
 
 register_envs()

@@ -8,6 +8,9 @@ from typing import Any
 import gymnasium as gym
 
 ENTRY_POINT = "textgym.envs.text_gen:TextGenEnv"
+# gym.make_vec(id, num_envs=N) builds the batched env (same semantics as SyncVectorEnv, one scorer call per
+# step); pass vectorization_mode="sync" or "async" for Gymnasium's own vector envs.
+VECTOR_ENTRY_POINT = "textgym.envs.vector:BatchedTextGenEnv"
 
 # id -> (one-line description, kwargs). The README's table of ids is printed from this dict.
 TASKS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -24,7 +27,7 @@ TASKS: dict[str, tuple[str, dict[str, Any]]] = {
         {"tokenizer": "default", "prompts": "gen:data-analysis", "scorer": "data-analysis", "max_new_tokens": 12},
     ),
     "TextGen-Target-v0": (
-        "toy: emit a fixed target string then EOS (vocabulary of 5); reward per correct position",
+        "toy: emit a fixed target string then EOS (6 actions: a-d, > and EOS); reward per correct position",
         {"tokenizer": "char:abcd>", "prompts": "gen:target", "scorer": "target", "max_new_tokens": 6,
          "reward_mode": "token"},
     ),
@@ -47,6 +50,8 @@ TASKS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def register_envs() -> None:
+    """Register every id of :data:`TASKS` with Gymnasium (idempotent; ``import textgym`` calls it)."""
     for env_id, (_, kwargs) in TASKS.items():
         if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point=ENTRY_POINT, kwargs=dict(kwargs))
+            gym.register(id=env_id, entry_point=ENTRY_POINT, vector_entry_point=VECTOR_ENTRY_POINT,
+                         kwargs=dict(kwargs))

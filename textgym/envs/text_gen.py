@@ -29,6 +29,22 @@ def prompt_budget(source: PromptSource, tokenizer: Tokenizer) -> int:
                      "the source a max_prompt_tokens(tokenizer) method")
 
 
+class _TokenTexts(dict):
+    """``tokenizer.token_text`` memoised: a dict lookup per token when building samples (the hot path at every
+    episode end and, in per-token reward mode, every step)."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+
+    def __missing__(self, token_id: int) -> str:
+        text = self[token_id] = self.tokenizer.token_text(token_id)
+        return text
+
+    def __reduce__(self):  # pickle as an empty cache (it refills itself)
+        return (_TokenTexts, (self.tokenizer,))
+
+
 class TextGenEnv(gym.Env[dict, int]):
     """Generate a completion of a prompt one token at a time; a scorer judges the text.
 
@@ -158,6 +174,7 @@ class TextGenEnv(gym.Env[dict, int]):
         self._input_ids = np.full(L, self.pad_token_id, dtype=np.int64)
         self._attention_mask = np.zeros(L, dtype=np.int64)
         self._encoded: dict[str, tuple[int, ...]] = {}  # prompt text -> ids (prompt sets repeat)
+        self._token_texts = _TokenTexts(self.tokenizer)  # token id -> text, filled on first use
         self._prompt: Prompt | None = None
         self._prompt_ids: tuple[int, ...] = ()
         self._completion: list[int] = []
@@ -183,8 +200,9 @@ class TextGenEnv(gym.Env[dict, int]):
                 self._encoded[prompt.text] = ids
         return ids
 
-    def resolve_prompt(self, options: dict[str, Any] | None) -> Prompt:
-        """The prompt for a reset: ``options["prompt"]`` if given, else one drawn with ``self.np_random``."""
+    def resolve_prompt(self, options: dict[str, Any] | None, rng: np.random.Generator | None = None) -> Prompt:
+        """The prompt for a reset: ``options["prompt"]`` if given, else one drawn with ``rng`` (default
+        ``self.np_random``; the batched vector env passes each sub-env's generator)."""
         if options and "prompt" in options:
             p = options["prompt"]
             if isinstance(p, (int, np.integer)) and not isinstance(p, bool):
@@ -202,18 +220,19 @@ class TextGenEnv(gym.Env[dict, int]):
             if isinstance(p, dict) and isinstance(p.get("prompt"), str):
                 return Prompt(p["prompt"], {k: v for k, v in p.items() if k != "prompt"})
             raise TypeError(f"options['prompt'] must be a str, Prompt, dict with 'prompt', or an index; got {p!r}")
-        return self.prompt_source.sample(self.np_random)
+        return self.prompt_source.sample(self.np_random if rng is None else rng)
 
     def make_sample(self, prompt: Prompt, prompt_ids: Sequence[int], completion_ids: Sequence[int],
                     finished: bool = True) -> Sample:
         """The one place where ids become the text a scorer sees."""
         tok = self.tokenizer
+        ids = tuple(map(int, completion_ids))
         return Sample(
             prompt=prompt.text,
-            completion=tok.decode(completion_ids),
+            completion=tok.decode(ids),
             prompt_ids=tuple(prompt_ids),
-            completion_ids=tuple(int(i) for i in completion_ids),
-            tokens=tuple(tok.token_text(int(i)) for i in completion_ids),
+            completion_ids=ids,
+            tokens=tuple(map(self._token_texts.__getitem__, ids)),
             meta=prompt.meta,
             finished=finished,
         )
