@@ -48,6 +48,7 @@ class CharTokenizer:
         self.eos_token_id = len(alphabet)
         self.pad_token_id = self.eos_token_id
         self.vocab_size = len(alphabet) + 1
+        self._texts = list(alphabet) + [""]  # id -> decoded text; EOS decodes to nothing
 
     def encode(self, text: str) -> list[int]:
         try:
@@ -59,7 +60,11 @@ class CharTokenizer:
             ) from None
 
     def decode(self, ids: Sequence[int]) -> str:
-        return "".join(self.alphabet[i] for i in ids if 0 <= i < len(self.alphabet))
+        texts = self._texts
+        try:
+            return "".join([texts[i] for i in ids])
+        except (IndexError, TypeError):  # ids outside the vocabulary decode to nothing, as EOS does
+            return "".join(texts[i] for i in ids if 0 <= i < len(texts))
 
     def token_text(self, token_id: int) -> str:
         return self.eos_token if token_id == self.eos_token_id else self.alphabet[token_id]
