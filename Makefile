@@ -21,7 +21,7 @@ setup: $(VENV)/.installed
 
 # Debian's Chromium for the browser test (Playwright's own browser download does not work offline).
 browser:
-	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 # The main job: a short RLHF run on the embedded default model (progress, metrics.csv, plot.png, samples.md).
 demo: setup
