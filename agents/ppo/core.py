@@ -248,7 +248,8 @@ def ppo_update(
             stats = {"approx_kl": 0.0, "clip_fraction": 0.0, "pg": 0.0, "vf": 0.0, "ent": 0.0, "ratio": 0.0}
             for start in range(0, mb_idx.numel(), micro):
                 sl = slice(start, start + micro)
-                mu = index_batch(mb, torch.arange(mb_idx.numel())[sl])
+                # the whole minibatch in one pass (the common case): no second copy of every tensor
+                mu = mb if micro >= mb_idx.numel() else index_batch(mb, torch.arange(mb_idx.numel())[sl])
                 mu_mask, mu_adv = mu["mask"], mb_adv[sl]
                 with autocast() if autocast is not None else _nullcontext():
                     new_logprob, entropy, new_value = policy.evaluate(mu)  # (n, T) each
