@@ -1,0 +1,481 @@
+"""RLHF with PPO: a causal-LM policy fine-tuned through a batched TextGen env.
+
+One iteration (Ziegler et al. 2019; "The N Implementation Details of RLHF with PPO", Huang et al. 2024):
+
+1. roll out ``num_envs`` completions through the env, token by token with the KV cache (:mod:`.rollout`);
+2. log-probs of the same tokens under the frozen reference model;
+3. per-token rewards: ``-kl_coef * KL_t`` at every token, plus the (processed) score at the last real token;
+4. advantages by GAE over each completion (:func:`agents.ppo.core.sequence_gae`);
+5. PPO epochs x minibatches (:func:`agents.ppo.core.ppo_update`, gradient accumulation over micro-batches);
+6. the KL controller adapts ``kl_coef`` (adaptive) or keeps it (fixed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.lm.policy import CausalLMPolicy, apply_lora, model_inputs, train_only_last_layers
+from agents.lm.rollout import Rollout, rollout
+from agents.ppo.core import PPOUpdateConfig, masked_mean, ppo_update, sequence_gae
+
+
+# --------------------------------------------------------------------------------------------------------
+# config
+# --------------------------------------------------------------------------------------------------------
+@dataclass
+class RLHFPPOConfig(PPOUpdateConfig):
+    """PPO settings with RLHF defaults (Huang et al. 2024 / TRL PPO unless noted)."""
+
+    n_epochs: int = 2
+    """passes over the batch per update"""
+    minibatch_size: int = 16
+    """samples (rows of the batch) per gradient step"""
+    micro_batch_size: int | None = 8
+    """rows per forward/backward pass; gradients accumulate over a minibatch (None: the whole minibatch)"""
+    clip_range: float = 0.2
+    """PPO clip epsilon for the policy ratio"""
+    clip_range_vf: float | None = 0.2
+    """clip the value change to this (lm-human-preferences and TRL clip values at 0.2)"""
+    vf_coef: float = 0.1
+    """value loss coefficient (TRL's vf_coef=0.1 on its 0.5*MSE; ours is a plain MSE)"""
+    max_grad_norm: float | None = 1.0
+    """clip the global gradient norm (None: no clipping)"""
+    normalize_advantage: str = "batch"
+    """'batch' (whiten once over the batch, as lm-human-preferences/TRL), 'minibatch' or 'none'"""
+
+
+@dataclass
+class RLHFConfig:
+    """Everything that defines an RLHF run; ``textgym train`` generates one flag per field."""
+
+    task: str = "TextGen-Sentiment-v0"
+    """registered env id whose prompts and scorer define the task"""
+    model: str | None = None
+    """causal LM: a local folder or a cached hub id (None: the embedded SmolLM2-135M-Instruct)"""
+    out: str = "runs/rlhf"
+    """run folder: metrics.csv, plot.png, samples.md, checkpoint/, final/ (the exported model)"""
+    iterations: int = 12
+    """PPO iterations (one rollout batch + one update each)"""
+    seed: int = 0
+    """seeds prompts, sampling, the value head and minibatch order"""
+    tokenizer: str | None = None
+    """tokenizer override (None: the task's for the default model, else the model's own folder)"""
+    prompts: str | None = None
+    """prompt source override (a file, 'builtin:NAME' or 'gen:NAME'; None: the task's)"""
+    scorer: str | None = None
+    """scorer override (a scorer name; None: the task's)"""
+    num_envs: int = 32
+    """completions per iteration (the rollout batch)"""
+    max_new_tokens: int | None = 16
+    """completion budget in tokens (None: the task's)"""
+    temperature: float = 1.0
+    """sampling temperature, also applied to the log-probs PPO trains on (Huang et al. 2024)"""
+    lr: float = 3e-6
+    """Adam learning rate (LoRA usually wants ~1e-4)"""
+    adam_eps: float = 1e-5
+    """Adam epsilon (lm-human-preferences and CleanRL use 1e-5)"""
+    lora: bool = False
+    """train a LoRA adapter (peft) instead of all weights; the reference is the base with the adapter off"""
+    lora_r: int = 16
+    """LoRA rank"""
+    lora_alpha: int = 32
+    """LoRA alpha (scale alpha / r)"""
+    trainable_layers: int | None = None
+    """train only the last N transformer blocks + final norm (None: all weights); the backward pass stops
+    there, which makes CPU runs affordable"""
+    separate_critic: bool = False
+    """a second copy of the trunk for the value (default: the value head shares the policy's trunk)"""
+    value_head_init: str = "zeros"
+    """'zeros' (V starts at 0, so the first advantages are the returns, not value-head noise: with SmolLM2 the
+    'normal' init gave value errors 10x the score variance) or 'normal' (std 1/sqrt(d+1), lm-human-preferences)"""
+    kl_coef: float = 0.05
+    """initial coefficient of the per-token KL penalty to the reference model (Ziegler et al. 2019)"""
+    kl_estimator: str = "k1"
+    """'k1' (log p - log q, Ziegler; unbiased, can be negative per token) or 'k3' ((r-1) - log r, Schulman's
+    nonnegative low-variance estimator, used by the N+ TL;DR paper's follow-ups)"""
+    adaptive_kl: bool = True
+    """adapt kl_coef towards kl_target (Ziegler et al. 2019's controller); False keeps it fixed"""
+    kl_target: float = 2.0
+    """target KL per sequence (nats) for the adaptive controller"""
+    kl_horizon: int = 10000
+    """horizon of the adaptive controller in samples (Ziegler et al. 2019)"""
+    score_norm: str = "none"
+    """'none'; 'batch' whitens scores over the batch; 'running' divides by a running std (Ziegler et al.
+    normalise the reward model's scale)"""
+    score_clip: float | None = None
+    """clip processed scores to [-c, c] (None: no clipping)"""
+    missing_eos_penalty: float | None = None
+    """subtract this from the score of a completion with no EOS (N+ TL;DR paper; TRL missing_eos_penalty)"""
+    gamma: float = 1.0
+    """discount (1: the sequence is short and the score comes at its end; Ziegler et al.)"""
+    gae_lambda: float = 0.95
+    """GAE lambda (lm-human-preferences / TRL)"""
+    ppo: RLHFPPOConfig = field(default_factory=RLHFPPOConfig)
+    """PPO update settings"""
+    n_samples: int = 8
+    """prompts shown before/after training in samples.md (greedy completions)"""
+    checkpoint_every: int = 4
+    """write a checkpoint every N iterations (and at the end)"""
+    device: str = "auto"
+    """'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1' ..."""
+    bf16: bool = True
+    """bf16 autocast for forward passes on CUDA (ignored on CPU)"""
+    num_threads: int | None = None
+    """torch.set_num_threads (None: torch's default)"""
+    tensorboard: bool = True
+    """also write TensorBoard events to DIR/tb"""
+    progress: bool = True
+    """show a tqdm progress bar"""
+
+
+# fields that may differ when a run is resumed: where and how it runs, not what it computes
+RESUMABLE_FIELDS = ("iterations", "out", "device", "num_threads", "checkpoint_every", "tensorboard", "progress")
+
+
+def config_dict(cfg: RLHFConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def config_differences(saved: dict[str, Any], cfg: RLHFConfig) -> list[str]:
+    """Fields (other than :data:`RESUMABLE_FIELDS`) whose values differ between a saved config and ``cfg``."""
+    now = config_dict(cfg)
+    keys = sorted(set(saved) | set(now))
+    return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys
+            if k not in RESUMABLE_FIELDS and saved.get(k) != now.get(k)]
+
+
+def validate(cfg: RLHFConfig) -> None:
+    """Raise ``ValueError`` naming the field for values that cannot work."""
+    checks = [
+        (cfg.iterations >= 0, f"iterations must be >= 0, got {cfg.iterations}"),
+        (cfg.num_envs >= 1, f"num_envs must be >= 1, got {cfg.num_envs}"),
+        (cfg.max_new_tokens is None or cfg.max_new_tokens >= 1,
+         f"max_new_tokens must be >= 1, got {cfg.max_new_tokens}"),
+        (cfg.temperature > 0, f"temperature must be > 0, got {cfg.temperature}"),
+        (cfg.lr > 0, f"lr must be > 0, got {cfg.lr}"),
+        (cfg.kl_coef >= 0, f"kl_coef must be >= 0, got {cfg.kl_coef}"),
+        (cfg.kl_estimator in ("k1", "k3"), f"kl_estimator must be 'k1' or 'k3', got {cfg.kl_estimator!r}"),
+        (cfg.score_norm in ("none", "batch", "running"),
+         f"score_norm must be 'none', 'batch' or 'running', got {cfg.score_norm!r}"),
+        (cfg.value_head_init in ("normal", "zeros"),
+         f"value_head_init must be 'normal' or 'zeros', got {cfg.value_head_init!r}"),
+        (1 <= cfg.ppo.minibatch_size <= cfg.num_envs,
+         f"ppo.minibatch_size={cfg.ppo.minibatch_size} must be in [1, num_envs={cfg.num_envs}]"),
+        (cfg.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {cfg.checkpoint_every}"),
+        (not (cfg.lora and cfg.separate_critic), "lora and separate_critic together are not supported; pick one"),
+        (not (cfg.lora and cfg.trainable_layers is not None), "lora and trainable_layers together: pick one"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ValueError(msg)
+
+
+# --------------------------------------------------------------------------------------------------------
+# RLHF pieces (pure functions)
+# --------------------------------------------------------------------------------------------------------
+def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from samples of pi, ``(N, T)``.
+
+    k1 = log pi - log pi_ref (Ziegler et al. 2019; unbiased); k3 = (r - 1) - log r with r = pi_ref / pi
+    (Schulman, "Approximating KL divergence", 2020; unbiased, nonnegative, lower variance).
+    """
+    log_ratio = logprobs - ref_logprobs  # log pi/pi_ref
+    if estimator == "k1":
+        return log_ratio
+    if estimator == "k3":
+        return torch.expm1(-log_ratio) + log_ratio
+    raise ValueError(f"kl estimator must be 'k1' or 'k3', got {estimator!r}")
+
+
+def last_token_onehot(mask: torch.Tensor) -> torch.Tensor:
+    """1 at each row's last real token of a right-padded ``(N, T)`` mask (rows with no token: all 0)."""
+    lengths = mask.long().sum(-1)  # (N,)
+    cols = torch.arange(mask.shape[1], device=mask.device)
+    return ((cols[None, :] == (lengths - 1)[:, None]) & (lengths > 0)[:, None]).to(torch.float32)
+
+
+def rlhf_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_coef: float,
+                 token_rewards: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token rewards ``(N, T)``: ``-kl_coef * KL_t`` at every real token (Ziegler et al. 2019: the KL is a
+    per-token reward, not a loss term), plus the sequence score at the last real token (TRL; Huang et al.
+    2024), plus optional per-token env rewards. Returns ``(rewards, non_score_rewards)``."""
+    mask = mask.float()
+    non_score = -kl_coef * kl * mask  # (N, T)
+    rewards = non_score + scores[:, None].float() * last_token_onehot(mask)
+    if token_rewards is not None:
+        rewards = rewards + token_rewards * mask
+    return rewards, non_score
+
+
+class AdaptiveKLController:
+    """Ziegler et al. 2019, section 2.2: ``beta *= 1 + clip(KL/target - 1, -0.2, 0.2) * n / horizon``."""
+
+    def __init__(self, init: float, target: float, horizon: int) -> None:
+        self.value, self.target, self.horizon = float(init), float(target), int(horizon)
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        error = float(np.clip(current_kl / self.target - 1, -0.2, 0.2))
+        self.value *= 1 + error * n_steps / self.horizon
+
+    def state_dict(self) -> dict[str, float]:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.value = float(state["value"])
+
+
+class FixedKLController(AdaptiveKLController):
+    """A constant KL coefficient (Ziegler et al. 2019 also report fixed beta)."""
+
+    def __init__(self, init: float) -> None:
+        super().__init__(init, 1.0, 1)
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        pass
+
+
+class RunningMoments:
+    """Running mean/std of scores (Welford/Chan); used to scale scores to unit std (Ziegler et al. 2019)."""
+
+    def __init__(self) -> None:
+        self.mean, self.var, self.count = 0.0, 1.0, 1e-4
+
+    def update(self, x: torch.Tensor) -> None:
+        x = x.double()
+        n, mean, var = x.numel(), float(x.mean()), float(x.var(unbiased=False)) if x.numel() > 1 else 0.0
+        delta, tot = mean - self.mean, self.count + n
+        self.var = (self.var * self.count + var * n + delta**2 * self.count * n / tot) / tot
+        self.mean, self.count = self.mean + delta * n / tot, tot
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(max(self.var, 1e-12))
+
+    def state_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, s: dict[str, float]) -> None:
+        self.mean, self.var, self.count = s["mean"], s["var"], s["count"]
+
+
+def process_scores(scores: torch.Tensor, ended_with_eos: torch.Tensor, cfg: RLHFConfig,
+                   moments: RunningMoments) -> torch.Tensor:
+    """Missing-EOS penalty, then normalisation, then clipping, in that order (TRL's order)."""
+    s = scores.float().clone()
+    if cfg.missing_eos_penalty is not None:
+        s[~ended_with_eos] -= cfg.missing_eos_penalty  # N+ TL;DR paper: penalise completions that never end
+    if cfg.score_norm == "batch" and s.numel() > 1:
+        s = (s - s.mean()) / (s.std() + 1e-8)  # whiten over the batch (Huang et al. 2024, "reward whitening")
+    elif cfg.score_norm == "running":
+        moments.update(s)
+        s = s / moments.std  # unit scale, mean kept (Ziegler et al. 2019 normalise the reward's scale)
+    if cfg.score_clip is not None:
+        s = s.clamp(-cfg.score_clip, cfg.score_clip)
+    return s
+
+
+def mean_ci95(x: np.ndarray | torch.Tensor) -> tuple[float, float]:
+    """(mean, half-width of a normal 95% confidence interval of the mean)."""
+    a = np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+    if a.size < 2:
+        return float(a.mean()) if a.size else float("nan"), float("nan")
+    return float(a.mean()), float(1.96 * a.std(ddof=1) / math.sqrt(a.size))
+
+
+def pick_device(spec: str = "auto") -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+# --------------------------------------------------------------------------------------------------------
+# the trainer
+# --------------------------------------------------------------------------------------------------------
+class RLHFTrainer:
+    """Builds env, policy, reference and optimizer from an :class:`RLHFConfig`, and runs iterations.
+
+    ``model`` overrides ``cfg.model`` with a loaded model object (tests, notebooks).
+    """
+
+    def __init__(self, cfg: RLHFConfig, model: Any = None, env: Any = None) -> None:
+        validate(cfg)
+        self.cfg = cfg
+        if cfg.num_threads is not None:
+            torch.set_num_threads(int(cfg.num_threads))
+        torch.manual_seed(cfg.seed)
+        self.device = pick_device(cfg.device)
+        self.policy = CausalLMPolicy(model if model is not None else cfg.model, temperature=cfg.temperature,
+                                     separate_critic=cfg.separate_critic, value_head_init=cfg.value_head_init)
+        self.env = env if env is not None else self.make_env()
+        base = self.env.env
+        self.policy.vocab_size = int(base.vocab_size)
+        self.policy.check_action_size(base.action_size)
+        if cfg.lora:
+            apply_lora(self.policy, r=cfg.lora_r, alpha=cfg.lora_alpha)
+            self.ref_model = None  # the reference: the same weights with the adapter disabled (saves a copy)
+        else:
+            self.ref_model = copy.deepcopy(self.policy.hf_model).eval().requires_grad_(False)  # frozen reference
+            if cfg.trainable_layers is not None:
+                train_only_last_layers(self.policy, cfg.trainable_layers)
+        self.policy.to(self.device)
+        if self.ref_model is not None:
+            self.ref_model.to(self.device)
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, eps=cfg.adam_eps)
+        self.kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl
+                       else FixedKLController(cfg.kl_coef))
+        self.moments = RunningMoments()
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # minibatch order
+        self.sample_generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)  # token sampling
+        self.iteration = 0
+
+    # -- construction helpers ---------------------------------------------------------------------------
+    def make_env(self) -> Any:
+        from textgym.envs.vector import BatchedTextGenEnv
+        from textgym.registration import TASKS
+
+        cfg = self.cfg
+        if cfg.task not in TASKS:
+            raise ValueError(f"unknown task {cfg.task!r}; registered: {', '.join(TASKS)}")
+        kwargs = dict(TASKS[cfg.task][1])
+        if cfg.tokenizer is not None:
+            kwargs["tokenizer"] = cfg.tokenizer
+        elif cfg.model not in (None, "default"):
+            kwargs["tokenizer"] = cfg.model  # a model's own tokenizer
+        for k in ("prompts", "scorer", "max_new_tokens"):
+            if getattr(cfg, k) is not None:
+                kwargs[k] = getattr(cfg, k)
+        from textgym.tokenizers import make_tokenizer
+
+        tok = make_tokenizer(kwargs["tokenizer"])
+        if tok.vocab_size > self.policy.out_size:
+            raise ValueError(f"the tokenizer {kwargs['tokenizer']!r} has {tok.vocab_size} tokens but the model "
+                             f"{cfg.model or 'default'!r} outputs {self.policy.out_size} logits: they do not belong "
+                             "together. Pass the model's own tokenizer (--tokenizer) or a matching --model.")
+        kwargs["tokenizer"] = tok
+        return BatchedTextGenEnv(cfg.num_envs, autoreset_mode="disabled", action_size=self.policy.out_size,
+                                 **kwargs)
+
+    def autocast(self) -> Callable[[], Any] | None:
+        if self.device.type == "cuda" and self.cfg.bf16:
+            return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+        return None
+
+    @contextlib.contextmanager
+    def _maybe_autocast(self) -> Iterator[None]:
+        ac = self.autocast()
+        with ac() if ac is not None else contextlib.nullcontext():
+            yield
+
+    # -- one iteration ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def ref_logprobs(self, r: Rollout) -> torch.Tensor:
+        """Log-probs ``(N, T)`` of the rollout's completions under the frozen reference (same temperature)."""
+        T = r.completion_ids.shape[1]
+        ids, mask = r.input_ids, r.attention_mask
+        if self.ref_model is None:  # LoRA: the base weights are the reference
+            with self.policy.model.disable_adapter(), self._maybe_autocast():
+                return self.policy.sequence_logprobs(ids, mask, T) * r.completion_mask
+        P = ids.shape[1] - T
+        with self._maybe_autocast():
+            lm = self.ref_model
+            out = getattr(lm, lm.base_model_prefix)(**model_inputs(ids, mask))
+            logits = lm.get_output_embeddings()(out.last_hidden_state[:, P - 1 : P - 1 + T]).float()  # (N, T, V)
+        logits = logits / self.policy.temperature
+        if self.policy.vocab_size < self.policy.out_size:
+            logits[..., self.policy.vocab_size :] = float("-inf")
+        lp = torch.log_softmax(logits, -1).gather(-1, ids[:, P:, None]).squeeze(-1)  # (N, T)
+        return lp * r.completion_mask
+
+    def collect(self, seed: int | None = None, greedy: bool = False, prompts: list[Any] | None = None) -> Rollout:
+        self.policy.eval()
+        with self._maybe_autocast():
+            return rollout(self.policy, self.env, prompts=prompts, seed=seed, greedy=greedy,
+                           generator=self.sample_generator)
+
+    def step(self) -> dict[str, float]:
+        """One RLHF iteration; returns the metrics logged for it."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        r = self.collect(seed=cfg.seed * 1_000_003 + self.iteration * cfg.num_envs)
+        t_rollout = time.perf_counter() - t0
+        mask = r.completion_mask.float()  # (N, T)
+        ref_lp = self.ref_logprobs(r)  # (N, T)
+        kl = kl_per_token(r.logprobs, ref_lp, cfg.kl_estimator) * mask  # (N, T), the penalised estimate
+        kl_k1_seq = ((r.logprobs - ref_lp) * mask).sum(-1)  # (N,) KL per sequence (k1, always logged)
+        scores = process_scores(r.scores, r.ended_with_eos, cfg, self.moments)  # (N,)
+        token_rewards = r.env_rewards - r.scores[:, None] * last_token_onehot(mask)  # per-token env rewards, if any
+        rewards, non_score = rlhf_rewards(scores, kl, mask, self.kl_ctl.value, token_rewards)  # (N, T)
+        advantages, returns = sequence_gae(rewards, r.values, mask, cfg.gamma, cfg.gae_lambda)  # (N, T)
+        batch = {"actions": r.completion_ids, "logprobs": r.logprobs, "values": r.values,
+                 "advantages": advantages, "returns": returns, "mask": mask,
+                 "input_ids": r.input_ids, "attention_mask": r.attention_mask}
+        t1 = time.perf_counter()
+        self.policy.train()
+        stats = ppo_update(self.policy, self.optimizer, batch, cfg.ppo, generator=self.generator,
+                           autocast=self.autocast())
+        t_update = time.perf_counter() - t1
+        for p in self.policy.parameters():
+            if p.requires_grad and not torch.isfinite(p).all():
+                raise FloatingPointError("a policy weight became NaN/inf after the update; stopping")
+        kl_mean = float(kl_k1_seq.mean())
+        self.kl_ctl.update(kl_mean, cfg.num_envs)
+        score_mean, score_ci = mean_ci95(r.scores)
+        n_tokens = float(mask.sum())
+        self.iteration += 1
+        metrics = {
+            "reward_mean": score_mean, "reward_ci95": score_ci, "kl": kl_mean,
+            "entropy": -stats.get("train/entropy_loss", float("nan")),
+            "rollout/ep_rew_mean": score_mean, "rollout/ep_len_mean": float(r.lengths.float().mean()),
+            "rlhf/score_mean": score_mean, "rlhf/kl_ref": kl_mean, "rlhf/kl_coef": self.kl_ctl.value,
+            "rlhf/non_score_reward": float(non_score.sum(-1).mean()),
+            "rlhf/total_reward": float(rewards.sum(-1).mean()),
+            "rlhf/eos_fraction": float(r.ended_with_eos.float().mean()),
+            "rlhf/advantage_mean": float(masked_mean(advantages, mask)),
+            "time/rollout_s": t_rollout, "time/update_s": t_update,
+            "time/fps": n_tokens / max(time.perf_counter() - t0, 1e-9),
+            **stats,
+        }
+        return metrics
+
+    # -- state ------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        from agents.lm.checkpoint import rng_state, trainable_state_dict
+
+        return {"iteration": self.iteration, "config": config_dict(self.cfg),
+                "policy": trainable_state_dict(self.policy), "optimizer": self.optimizer.state_dict(),
+                "kl_ctl": self.kl_ctl.state_dict(), "moments": self.moments.state_dict(),
+                "rng": rng_state(), "generator": self.generator.get_state(),
+                "sample_generator": self.sample_generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from agents.lm.checkpoint import set_rng_state
+
+        missing, unexpected = self.policy.load_state_dict(state["policy"], strict=False)
+        trainable = {n for n, p in self.policy.named_parameters() if p.requires_grad}
+        if unexpected or trainable & set(missing):
+            raise ValueError(f"checkpoint does not match the policy: missing {sorted(trainable & set(missing))[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_ctl.load_state_dict(state["kl_ctl"])
+        self.moments.load_state_dict(state["moments"])
+        set_rng_state(state["rng"])
+        self.generator.set_state(state["generator"])
+        self.sample_generator.set_state(state["sample_generator"])
+        self.iteration = int(state["iteration"])
+
+
+def write_config(path: Path, cfg: RLHFConfig) -> None:
+    path.write_text(json.dumps(config_dict(cfg), indent=2) + "\n")

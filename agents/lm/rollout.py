@@ -1,0 +1,144 @@
+"""Rollouts of a :class:`~agents.lm.policy.CausalLMPolicy` through a batched TextGen env, token by token.
+
+The env (``BatchedTextGenEnv`` with ``autoreset_mode="disabled"``) owns the episode: it appends each action
+to its prefixes, decides when a prefix ends (EOS, a stop string, the budget) and pays the score. The policy
+keeps the model's KV cache between steps and feeds only the newest token, so a step costs one token of
+compute per row, as ``model.generate`` does; the env's arrays are touched once per step for the whole batch.
+
+Layout of the result (see :mod:`agents.lm.policy`): prompts left-padded to ``P``, completions right-padded to
+``T``; ``completion_mask`` is 1 on real completion tokens (up to and including EOS: nothing after EOS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.lm.policy import CausalLMPolicy, model_inputs, obs_to_left_padded
+
+
+@dataclass
+class Rollout:
+    """One batch of finished episodes, as tensors on the policy's device."""
+
+    prompt_ids: torch.Tensor  # (N, P) left-padded
+    prompt_mask: torch.Tensor  # (N, P)
+    completion_ids: torch.Tensor  # (N, T) right-padded with pad_token_id
+    completion_mask: torch.Tensor  # (N, T) 1 on real completion tokens (EOS included)
+    logprobs: torch.Tensor  # (N, T) log pi(a_t | s_t) at the policy's temperature, collected while sampling
+    values: torch.Tensor  # (N, T) V(s_t)
+    env_rewards: torch.Tensor  # (N, T) what env.step paid for each token (the score at the last one)
+    scores: torch.Tensor  # (N,) sum of env rewards of each episode
+    ended_with_eos: torch.Tensor  # (N,) bool
+    prompts: list[str] = field(default_factory=list)
+    completions: list[str] = field(default_factory=list)
+    infos: list[dict[str, Any]] = field(default_factory=list)  # the final info of each episode
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.prompt_ids, self.completion_ids], dim=1)  # (N, P + T)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.prompt_mask, self.completion_mask], dim=1)  # (N, P + T)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.completion_mask.sum(-1)  # (N,)
+
+
+def _final_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
+    """Row ``i`` of a vector env's info dict (gymnasium's ``{key: array, _key: bool array}`` layout)."""
+    out = {}
+    for k, v in infos.items():
+        if k.startswith("_"):
+            continue
+        present = infos.get(f"_{k}")
+        if present is not None and not present[i]:
+            continue
+        if isinstance(v, dict):
+            out[k] = _final_info(v, i)  # nested dicts (score_parts) use the same layout
+            continue
+        try:
+            out[k] = v[i]
+        except (TypeError, IndexError, KeyError):
+            pass
+    return out
+
+
+@torch.no_grad()
+def rollout(policy: CausalLMPolicy, env: Any, *, prompts: list[Any] | None = None, seed: int | None = None,
+            greedy: bool = False, generator: torch.Generator | None = None) -> Rollout:
+    """Reset ``env`` (a ``BatchedTextGenEnv`` in ``autoreset_mode="disabled"``) and step it until every row
+    has finished, sampling each token from ``policy`` (or taking the argmax with ``greedy=True``).
+
+    ``prompts`` (optional) go to ``env.reset(options={"prompts": prompts})``; ``generator`` drives sampling.
+    """
+    base = env.env  # the TextGenEnv holding tokenizer, budget and ids
+    policy.check_action_size(base.action_size)
+    device = policy.value_head.weight.device
+    options = {"prompts": list(prompts)} if prompts is not None else None
+    obs, _ = env.reset(seed=seed, options=options)
+    ids = torch.as_tensor(np.asarray(obs["input_ids"]), device=device)
+    mask = torch.as_tensor(np.asarray(obs["attention_mask"]), device=device)
+    prompt_ids, prompt_mask = obs_to_left_padded(ids, mask, base.pad_token_id)  # (N, P)
+    N, T_max = prompt_ids.shape[0], int(base.max_new_tokens)
+    pad, eos = int(base.pad_token_id), int(base.eos_token_id)
+
+    actions = torch.full((N, T_max), pad, dtype=torch.long, device=device)
+    logprobs = torch.zeros((N, T_max), device=device)
+    values = torch.zeros((N, T_max), device=device)
+    env_rewards = torch.zeros((N, T_max), device=device)
+    comp_mask = torch.zeros((N, T_max), dtype=torch.long, device=device)
+    final_infos: list[dict[str, Any]] = [{} for _ in range(N)]
+
+    inputs = model_inputs(prompt_ids, prompt_mask)
+    attn = prompt_mask
+    past = None
+    active = torch.ones(N, dtype=torch.bool, device=device)
+    t = 0
+    for t in range(T_max):
+        logits, value, past = policy(**inputs, past_key_values=past, use_cache=True, logits_from=-1)
+        logits, value = logits[:, -1], value[:, -1]  # (N, V), (N,)
+        if greedy:
+            action = logits.argmax(-1)  # (N,)
+        else:
+            action = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)  # (N,)
+        action = torch.where(active, action, torch.full_like(action, eos))  # finished rows: ignored by the env
+        logprobs[:, t] = torch.log_softmax(logits, -1).gather(-1, action[:, None]).squeeze(-1)
+        values[:, t] = value
+        actions[active, t] = action[active]
+        comp_mask[:, t] = active.long()
+
+        _, reward, terminated, truncated, infos = env.step(action.cpu().numpy())
+        env_rewards[:, t] = torch.as_tensor(np.asarray(reward, dtype=np.float32), device=device) * active
+        ended = torch.as_tensor(np.asarray(terminated) | np.asarray(truncated), device=device) & active
+        for i in ended.nonzero().flatten().tolist():
+            final_infos[i] = _final_info(infos, i)
+        active = active & ~ended
+        if not bool(active.any()):
+            break
+        # next step: only the new token; its position is the number of real tokens before it
+        position = attn.sum(-1, keepdim=True)  # (N, 1)
+        attn = torch.cat([attn, active.long()[:, None]], dim=1)  # finished rows: the new column is padding
+        inputs = {"input_ids": action[:, None], "attention_mask": attn, "position_ids": position}
+    T = t + 1
+    completion_ids, comp_mask = actions[:, :T], comp_mask[:, :T]
+    logprobs, values, env_rewards = logprobs[:, :T] * comp_mask, values[:, :T] * comp_mask, env_rewards[:, :T]
+    if policy.critic is not None:  # the separate critic keeps no cache: one pass over the finished sequences
+        seq_ids = torch.cat([prompt_ids, completion_ids], 1)
+        seq_mask = torch.cat([prompt_mask, comp_mask], 1)
+        _, _, values = policy.evaluate({"actions": completion_ids, "input_ids": seq_ids, "attention_mask": seq_mask})
+        values = values * comp_mask
+    lengths = comp_mask.sum(-1)
+    last = completion_ids.gather(1, (lengths - 1).clamp_min(0)[:, None]).squeeze(1)
+    tok = base.tokenizer
+    prompt_texts = [tok.decode(prompt_ids[i][prompt_mask[i].bool()].tolist()) for i in range(N)]
+    completions = [tok.decode(completion_ids[i][comp_mask[i].bool()].tolist()) for i in range(N)]
+    return Rollout(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
+                   completion_mask=comp_mask, logprobs=logprobs, values=values, env_rewards=env_rewards,
+                   scores=env_rewards.sum(-1), ended_with_eos=(last == eos) & (lengths > 0),
+                   prompts=prompt_texts, completions=completions, infos=final_infos)

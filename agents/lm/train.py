@@ -1,0 +1,147 @@
+"""``textgym train``: RLHF of a causal-LM policy with PPO on a textgym task.
+
+    textgym train --task TextGen-Sentiment-v0 --iterations 12 --out runs/demo [--model FOLDER] [--resume]
+
+Writes ``DIR/config.json``, ``DIR/metrics.csv`` (one row per iteration: ``reward_mean``, ``reward_ci95``,
+``kl``, ``entropy``, ``train/*``, ``rlhf/*``), TensorBoard events in ``DIR/tb``, ``DIR/plot.png`` (reward, KL
+to the reference, entropy, value loss per iteration), ``DIR/samples.md`` (greedy completions before and
+after), ``DIR/checkpoint/`` (atomic, for ``--resume``) and ``DIR/final/`` (``save_pretrained`` export that
+plain transformers loads). Every field of :class:`agents.lm.rlhf.RLHFConfig` is a flag (``--ppo.n-epochs``...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from textgym.config import add_dataclass_args, dataclass_from_args
+
+PLOT_KEYS = ("reward_mean", "kl", "entropy", "train/value_loss")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from agents.lm.rlhf import RLHFConfig
+
+    add_dataclass_args(parser, RLHFConfig)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last checkpoint (same config required)")
+
+
+def _truncate_csv(path: Path, last_step: int) -> None:
+    """Drop rows logged after the checkpoint (they will be computed again)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames or ["step"], [r for r in reader if int(float(r["step"])) <= last_step]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _samples(trainer: Any, n: int) -> list[dict[str, Any]]:
+    """Greedy completions of a fixed set of prompts (the same before and after training)."""
+    r = trainer.collect(seed=987_654, greedy=True)
+    return [{"prompt": r.prompts[i], "completion": r.completions[i], "score": float(r.scores[i])}
+            for i in range(min(n, len(r.prompts)))]
+
+
+def _write_samples_md(path: Path, before: list[dict[str, Any]], after: list[dict[str, Any]], title: str) -> None:
+    def cell(s: str) -> str:
+        return s.replace("|", "\\|").replace("\n", " ")
+
+    lines = [f"# {title}", "", "Greedy completions of the same prompts before and after training.", ""]
+    if before and after:
+        mb = sum(s["score"] for s in before) / len(before)
+        ma = sum(s["score"] for s in after) / len(after)
+        lines += [f"Mean score: before {mb:.3f}, after {ma:.3f}", ""]
+    lines += ["| prompt | before | score | after | score |", "|---|---|---|---|---|"]
+    for b, a in zip(before, after or [{"completion": "", "score": float("nan")}] * len(before)):
+        lines.append(f"| {cell(b['prompt'])} | {cell(b['completion'])} | {b['score']:.3f} | "
+                     f"{cell(a['completion'])} | {a['score']:.3f} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def run(cfg: Any, resume: bool = False, model: Any = None) -> int:
+    """Run (or resume) the RLHF job described by ``cfg``; returns an exit code."""
+    from agents.lm.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+    from agents.lm.rlhf import RLHFTrainer, config_differences, validate, write_config
+    from agents.logger import MetricsLogger, plot_metrics
+    from textgym._optional import require
+
+    validate(cfg)
+    out = Path(cfg.out)
+    ckpt = find_checkpoint(out)
+    if resume:
+        if ckpt is None:
+            raise ValueError(f"--resume: no checkpoint in {out}; run without --resume to start a new run there")
+        saved = json.loads((out / "config.json").read_text())
+        diffs = config_differences(saved, cfg)
+        if diffs:
+            raise ValueError(f"--resume: {out} holds a run with another config ({'; '.join(diffs)}). Pass the same "
+                             "flags as that run (only --iterations and where/how it runs may change), or another "
+                             "--out.")
+    elif ckpt is not None or (out / "metrics.csv").exists():
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+
+    trainer = RLHFTrainer(cfg, model=model)
+    out.mkdir(parents=True, exist_ok=True)
+    before_path = out / "samples_before.json"
+    if resume:
+        state = load_checkpoint(ckpt, map_location=trainer.device)
+        trainer.load_state_dict(state)
+        _truncate_csv(out / "metrics.csv", trainer.iteration)
+        print(f"resuming {out} from iteration {trainer.iteration} ({ckpt.name})", file=sys.stderr)
+    else:
+        write_config(out / "config.json", cfg)
+    if not before_path.exists():
+        before_path.write_text(json.dumps(_samples(trainer, cfg.n_samples), indent=1))
+    before = json.loads(before_path.read_text())
+
+    tqdm = require("tqdm", "the progress bar").tqdm
+    logger = MetricsLogger(out, tensorboard=cfg.tensorboard, resume=resume)
+    status = 0
+    try:
+        bar = tqdm(range(trainer.iteration, cfg.iterations), initial=trainer.iteration, total=cfg.iterations,
+                   desc="rlhf", disable=not cfg.progress, file=sys.stderr)
+        for _ in bar:
+            try:
+                metrics = trainer.step()
+            except FloatingPointError as e:
+                last = find_checkpoint(out)
+                kept = f"the last good checkpoint ({last}) is kept" if last else "no checkpoint was written yet"
+                print(f"error: {e} at iteration {trainer.iteration + 1}; {kept}. Try a lower --lr.", file=sys.stderr)
+                status = 1
+                break
+            logger.log(trainer.iteration, metrics)
+            bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", kl=f"{metrics['kl']:.2f}")
+            if trainer.iteration % cfg.checkpoint_every == 0 or trainer.iteration == cfg.iterations:
+                save_checkpoint(out, trainer.state_dict())
+    finally:
+        logger.close()
+    if status:
+        return status
+    if (out / "metrics.csv").stat().st_size > 0 and trainer.iteration > 0:
+        plot_metrics(out / "metrics.csv", list(PLOT_KEYS), out / "plot.png", title=f"RLHF on {cfg.task}")
+    after = _samples(trainer, cfg.n_samples)
+    _write_samples_md(out / "samples.md", before, after, f"RLHF on {cfg.task}: samples")
+    hf_tok = getattr(trainer.env.env.tokenizer, "hf", None)
+    trainer.policy.save_pretrained(out / "final", tokenizer=hf_tok)
+    print(f"wrote {out}/metrics.csv, plot.png, samples.md, checkpoint/, final/", file=sys.stderr)
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    from agents.lm.rlhf import RLHFConfig
+
+    cfg = dataclass_from_args(RLHFConfig, args)
+    try:
+        return run(cfg, resume=bool(getattr(args, "resume", False)))
+    except (ValueError, OSError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

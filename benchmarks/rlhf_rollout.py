@@ -1,0 +1,228 @@
+"""RLHF speed benchmarks, all ratios measured in one run on one machine (JSON + a markdown table).
+
+1. rollout: our KV-cached rollout through ``BatchedTextGenEnv`` vs bare ``model.generate`` (same model, batch,
+   length, sampling), and vs naive stepping that re-encodes the whole prefix every step (targets: >= 0.9 and
+   >= 10x at batch 8, 64 new tokens);
+2. update: ``ppo_update`` tokens/s vs a plain causal-LM training step (cross-entropy, backward, Adam) on the
+   same tokens (target >= 0.6);
+3. memory: peak resident memory (and CUDA peak allocation) of one PPO iteration, with and without LoRA, each
+   in a fresh subprocess.
+
+Throughput counts *row-steps* (batch rows x steps computed), the work both loops do whether or not a row has
+ended; ``generate`` runs with ``min_new_tokens`` so it never stops early.
+
+    python benchmarks/rlhf_rollout.py                       # default model, batch 8, 64 new tokens
+    python benchmarks/rlhf_rollout.py --model tiny --skip-memory   # seconds, for a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.lm.policy import model_inputs
+from agents.lm.rlhf import RLHFConfig, RLHFPPOConfig, RLHFTrainer, pick_device
+from agents.lm.rollout import rollout
+from agents.ppo.core import ppo_update, sequence_gae
+
+
+def tiny_model() -> Any:
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                                   eos_token_id=2, pad_token_id=2)
+    return transformers.LlamaForCausalLM(cfg).eval()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn: Any, device: torch.device, repeats: int, warmup: bool = True) -> float:
+    """Median wall time of ``repeats`` calls (after one warm-up call if ``warmup``)."""
+    if warmup:
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def make_trainer(args: argparse.Namespace, lora: bool = False) -> RLHFTrainer:
+    cfg = RLHFConfig(task="TextGen-Sentiment-v0", num_envs=args.batch, max_new_tokens=args.new_tokens,
+                     lora=lora, device=args.device, progress=False, tensorboard=False,
+                     ppo=RLHFPPOConfig(n_epochs=1, minibatch_size=args.batch, micro_batch_size=args.micro))
+    return RLHFTrainer(cfg, model=tiny_model() if args.model == "tiny" else None)
+
+
+def bench_rollout(tr: RLHFTrainer, args: argparse.Namespace) -> dict[str, float]:
+    policy, env, device = tr.policy, tr.env, tr.device
+    model = policy.hf_model
+    N, T = args.batch, args.new_tokens
+    ac = tr._maybe_autocast
+    steps = {}
+
+    def ours() -> None:
+        with ac():
+            r = rollout(policy, env, seed=0, generator=torch.Generator(device=device).manual_seed(0))
+        steps["ours"] = r.completion_ids.shape[1]
+
+    obs, _ = env.reset(seed=0)
+    from agents.lm.policy import obs_to_left_padded
+
+    ids = torch.as_tensor(obs["input_ids"], device=device)
+    mask = torch.as_tensor(obs["attention_mask"], device=device)
+    p_ids, p_mask = obs_to_left_padded(ids, mask, env.env.pad_token_id)
+
+    def generate() -> None:
+        with torch.no_grad(), ac():
+            model.generate(p_ids, attention_mask=p_mask, do_sample=True, max_new_tokens=T, min_new_tokens=T,
+                           pad_token_id=env.env.pad_token_id, top_k=0, top_p=1.0)
+
+    @torch.no_grad()
+    def naive() -> None:  # the whole prefix through the model at every step, no cache
+        o, _ = env.reset(seed=0)
+        g = torch.Generator(device=device).manual_seed(0)
+        n = 0
+        while not env.done.all():
+            x = torch.as_tensor(o["input_ids"], device=device)
+            m = torch.as_tensor(o["attention_mask"], device=device)
+            last = m.sum(-1) - 1  # (N,) column of each prefix's last token
+            with ac():
+                logits, _, _ = policy(**model_inputs(x, m))  # (N, L, V)
+            logits = logits[torch.arange(N, device=device), last]
+            a = torch.multinomial(torch.softmax(logits, -1), 1, generator=g).squeeze(-1)
+            o, *_ = env.step(a.cpu().numpy())
+            n += 1
+        steps["naive"] = n
+
+    t_ours = timed(ours, device, args.repeats)
+    t_gen = timed(generate, device, args.repeats)
+    t_naive = timed(naive, device, 1, warmup=False) if not args.skip_naive else float("nan")
+    out = {
+        "ours_row_steps_per_s": N * steps["ours"] / t_ours,
+        "generate_row_steps_per_s": N * T / t_gen,
+        "ours_steps": steps["ours"], "ours_s": t_ours, "generate_s": t_gen,
+    }
+    out["ratio_vs_generate"] = out["ours_row_steps_per_s"] / out["generate_row_steps_per_s"]
+    if not args.skip_naive:
+        out["naive_row_steps_per_s"] = N * steps["naive"] / t_naive
+        out["naive_s"] = t_naive
+        out["speedup_vs_naive"] = out["ours_row_steps_per_s"] / out["naive_row_steps_per_s"]
+    return out
+
+
+def bench_update(tr: RLHFTrainer, args: argparse.Namespace) -> dict[str, float]:
+    r = tr.collect(seed=1)
+    mask = r.completion_mask.float()
+    adv, ret = sequence_gae(r.scores[:, None] * mask, r.values, mask, 1.0, 0.95)
+    batch = {"actions": r.completion_ids, "logprobs": r.logprobs, "values": r.values, "advantages": adv,
+             "returns": ret, "mask": mask, "input_ids": r.input_ids, "attention_mask": r.attention_mask}
+    tokens = float(r.attention_mask.sum())
+    model = tr.policy.hf_model
+    plain_opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-7)
+
+    def ppo() -> None:
+        tr.policy.train()
+        ppo_update(tr.policy, tr.optimizer, batch, tr.cfg.ppo, autocast=tr.autocast())
+
+    def plain() -> None:  # one causal-LM step on the same tokens, same micro-batching
+        plain_opt.zero_grad(set_to_none=True)
+        for s in range(0, args.batch, args.micro):
+            ids, m = r.input_ids[s : s + args.micro], r.attention_mask[s : s + args.micro]
+            labels = ids.masked_fill(m == 0, -100)
+            with tr._maybe_autocast():
+                loss = model(**model_inputs(ids, m), labels=labels).loss
+            loss.backward()
+        plain_opt.step()
+
+    t_ppo, t_plain = timed(ppo, tr.device, args.repeats), timed(plain, tr.device, args.repeats)
+    return {"ppo_tokens_per_s": tokens / t_ppo, "plain_tokens_per_s": tokens / t_plain,
+            "ratio_ppo_vs_plain": t_plain / t_ppo, "tokens": tokens}
+
+
+def memory_child(args: argparse.Namespace) -> None:
+    tr = make_trainer(args, lora=args.memory_child == "lora")
+    tr.step()
+    out = {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if tr.device.type == "cuda":
+        out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    print(json.dumps(out))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="default", help="'default' (SmolLM2-135M) or 'tiny' (random 2-layer Llama)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--micro", type=int, default=8, help="micro-batch rows for the update benchmarks")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--skip-naive", action="store_true")
+    p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--out", default="benchmarks/results/rlhf_rollout.json")
+    p.add_argument("--memory-child", choices=["full", "lora"], help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_child:
+        memory_child(args)
+        return 0
+    device = pick_device(args.device)
+    tr = make_trainer(args)
+    res: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch_threads": torch.get_num_threads(), "model": args.model, "batch": args.batch,
+        "new_tokens": args.new_tokens, "dtype": "bf16 autocast" if tr.autocast() else "fp32",
+    }
+    res["rollout"] = bench_rollout(tr, args)
+    res["update"] = bench_update(tr, args)
+    if not args.skip_memory:
+        res["memory"] = {}
+        for kind in ("full", "lora"):
+            cmd = [sys.executable, __file__, "--memory-child", kind, "--model", args.model, "--batch",
+                   str(args.batch), "--new-tokens", str(args.new_tokens), "--micro", str(args.micro), "--device",
+                   args.device]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            res["memory"][kind] = json.loads(proc.stdout.strip().splitlines()[-1])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    ro, up = res["rollout"], res["update"]
+    rows = [("rollout vs generate (row-steps/s)", f"{ro['ours_row_steps_per_s']:.1f} vs "
+             f"{ro['generate_row_steps_per_s']:.1f}", f"{ro['ratio_vs_generate']:.2f}", ">= 0.9")]
+    if "speedup_vs_naive" in ro:
+        rows.append(("rollout vs naive re-encoding", f"{ro['ours_row_steps_per_s']:.1f} vs "
+                     f"{ro['naive_row_steps_per_s']:.1f}", f"{ro['speedup_vs_naive']:.1f}x", ">= 10x"))
+    rows.append(("PPO update vs plain LM step (tokens/s)", f"{up['ppo_tokens_per_s']:.0f} vs "
+                 f"{up['plain_tokens_per_s']:.0f}", f"{up['ratio_ppo_vs_plain']:.2f}", ">= 0.6"))
+    for kind, m in res.get("memory", {}).items():
+        rows.append((f"peak RSS, one PPO iteration ({kind})", f"{m['peak_rss_mib']:.0f} MiB", "", ""))
+    print(f"device: {res['device']}, model {args.model}, batch {args.batch}, {args.new_tokens} new tokens, "
+          f"{res['dtype']}, {res['torch_threads']} threads")
+    print("| measure | values | ratio | target |\n|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""CausalLMPolicy: model inputs from padding, evaluate's shapes and parity, vocab masking, bad inputs."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from agents.lm.policy import CausalLMPolicy, load_causal_lm, model_inputs, obs_to_left_padded  # noqa: E402
+from tests.conftest import make_tiny_gpt2  # noqa: E402
+
+
+def test_model_inputs_position_ids_count_real_tokens():
+    ids = torch.tensor([[9, 9, 5, 6, 7, 9], [1, 2, 3, 4, 9, 9]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0]])
+    out = model_inputs(ids, mask)
+    assert out["position_ids"].tolist() == [[0, 0, 0, 1, 2, 2], [0, 1, 2, 3, 3, 3]]
+    with pytest.raises(ValueError, match="differ"):
+        model_inputs(ids, mask[:, :3])
+
+
+def test_obs_to_left_padded_moves_prefixes_right():
+    ids = torch.tensor([[5, 6, 0, 0], [1, 2, 3, 0]])
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0]])
+    out_ids, out_mask = obs_to_left_padded(ids, mask, pad_token_id=0)
+    assert out_ids.tolist() == [[0, 5, 6], [1, 2, 3]]
+    assert out_mask.tolist() == [[0, 1, 1], [1, 1, 1]]
+
+
+def test_evaluate_left_padding_matches_unpadded_forward():
+    """A left-padded prompt gives the same completion log-probs as the same sequence alone."""
+    m = make_tiny_gpt2()
+    pol = CausalLMPolicy(m, vocab_size=257, value_head_init="normal")
+    prompt, completion = [10, 20, 30], [40, 50, 60, 70]
+    alone = torch.tensor([prompt + completion])
+    padded = torch.tensor([[256, 256] + prompt + completion])
+    mb_alone = {"actions": torch.tensor([completion]), "input_ids": alone, "attention_mask": torch.ones_like(alone)}
+    mb_pad = {"actions": torch.tensor([completion]), "input_ids": padded,
+              "attention_mask": torch.tensor([[0, 0] + [1] * 7])}
+    lp_a, ent_a, v_a = pol.evaluate(mb_alone)
+    lp_p, ent_p, v_p = pol.evaluate(mb_pad)
+    assert lp_a.shape == ent_a.shape == v_a.shape == (1, 4)
+    torch.testing.assert_close(lp_a, lp_p, atol=1e-5, rtol=0)
+    torch.testing.assert_close(v_a, v_p, atol=1e-5, rtol=0)
+    # the same log-probs straight from the HF model (off-by-one: logits at t-1 predict token t)
+    ref = torch.log_softmax(m(alone).logits[0, 2:6], -1).gather(-1, torch.tensor([completion]).T).squeeze(-1)
+    torch.testing.assert_close(lp_a[0], ref, atol=1e-5, rtol=0)
+
+
+def test_padded_vocab_ids_get_no_probability():
+    m = make_tiny_gpt2(vocab_size=264)  # a model whose output layer is padded past the tokenizer's 257 ids
+    pol = CausalLMPolicy(m, vocab_size=257)
+    ids = torch.tensor([[1, 2, 3]])
+    logits, values, _ = pol(**model_inputs(ids, torch.ones_like(ids)))
+    assert torch.isinf(logits[..., 257:]).all() and torch.isfinite(logits[..., :257]).all()
+    _, entropy, _ = pol.evaluate({"actions": torch.tensor([[4]]), "input_ids": torch.tensor([[1, 2, 4]]),
+                                  "attention_mask": torch.ones(1, 3, dtype=torch.long)})
+    assert torch.isfinite(entropy).all()
+
+
+def test_temperature_divides_logits():
+    m = make_tiny_gpt2()
+    ids = torch.tensor([[1, 2, 3]])
+    l1, _, _ = CausalLMPolicy(m, vocab_size=257)(**model_inputs(ids, torch.ones_like(ids)))
+    l2, _, _ = CausalLMPolicy(m, vocab_size=257, temperature=0.5)(**model_inputs(ids, torch.ones_like(ids)))
+    torch.testing.assert_close(l2, l1 / 0.5)
+
+
+def test_separate_critic_has_its_own_trunk():
+    m = make_tiny_gpt2()
+    pol = CausalLMPolicy(m, vocab_size=257, separate_critic=True, value_head_init="zeros")
+    assert pol.critic is not None and pol.critic is not pol.hf_model.transformer
+    ids = torch.tensor([[1, 2, 3, 4]])
+    _, _, v = pol.evaluate({"actions": ids[:, 2:], "input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    assert torch.equal(v, torch.zeros(1, 2))  # zeros init
+
+
+def test_missing_model_names_the_path_and_offline_hub(tmp_path):
+    with pytest.raises(OSError, match="no-such-model.*hub is not reachable offline"):
+        load_causal_lm(str(tmp_path / "no-such-model"))
+    with pytest.raises(OSError, match="someone/not-cached-model"):
+        load_causal_lm("someone/not-cached-model")
+
+
+def test_vocab_mismatch_is_an_error():
+    m = make_tiny_gpt2()
+    with pytest.raises(ValueError, match="outputs only 257 logits"):
+        CausalLMPolicy(m, vocab_size=300)
+    pol = CausalLMPolicy(m, vocab_size=257)
+    with pytest.raises(ValueError, match="action space has 300 ids but the model outputs 257"):
+        pol.check_action_size(300)
+
+
+def test_dropout_is_off_even_in_train_mode():
+    m = make_tiny_gpt2()
+    m.config.resid_pdrop = 0.5
+    pol = CausalLMPolicy(m, vocab_size=257).train()
+    assert not pol.model.training
+    assert all(mod.p == 0.0 for mod in pol.modules() if isinstance(mod, torch.nn.Dropout))
+
+
+def test_train_only_last_layers_freezes_the_rest():
+    from agents.lm.policy import train_only_last_layers
+
+    pol = train_only_last_layers(CausalLMPolicy(make_tiny_gpt2(), vocab_size=257), 1)
+    trainable = {n for n, p in pol.named_parameters() if p.requires_grad}
+    assert any(".h.1." in n for n in trainable) and not any(".h.0." in n for n in trainable)
+    assert any("ln_f" in n for n in trainable) and "value_head.weight" in trainable
+    assert not any("wte" in n or "wpe" in n for n in trainable)
+    with pytest.raises(ValueError, match=r"trainable_layers must be in \[0, 2\]"):
+        train_only_last_layers(pol, 3)
+
+
+def test_export_loads_in_plain_transformers(tmp_path):
+    pol = CausalLMPolicy(make_tiny_gpt2(), vocab_size=257)
+    pol.save_pretrained(tmp_path / "export")
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export")
+    ids = torch.tensor([[1, 2, 3]])
+    torch.testing.assert_close(loaded(ids).logits, pol.model(ids).logits)
+    assert (tmp_path / "export" / "value_head.pt").exists()

@@ -1,0 +1,147 @@
+"""RLHF pieces: KL estimators, rewards at the last real token, KL controllers, score processing, one trainer
+iteration (ratio 1 on the first minibatch, KL 0 before any update), LoRA reference = adapter off."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from agents.lm.rlhf import (  # noqa: E402
+    AdaptiveKLController,
+    FixedKLController,
+    RLHFConfig,
+    RLHFPPOConfig,
+    RLHFTrainer,
+    RunningMoments,
+    config_differences,
+    kl_per_token,
+    last_token_onehot,
+    process_scores,
+    rlhf_rewards,
+    validate,
+)
+from tests.conftest import make_tiny_gpt2  # noqa: E402
+
+
+def test_kl_estimators():
+    lp, ref = torch.tensor([[-1.0, -2.0]]), torch.tensor([[-1.5, -1.0]])
+    torch.testing.assert_close(kl_per_token(lp, ref, "k1"), torch.tensor([[0.5, -1.0]]))
+    r = torch.exp(ref - lp)
+    torch.testing.assert_close(kl_per_token(lp, ref, "k3"), (r - 1) - torch.log(r))
+    assert (kl_per_token(lp, ref, "k3") >= 0).all()
+    with pytest.raises(ValueError, match="k1"):
+        kl_per_token(lp, ref, "k2")
+
+
+def test_k_estimators_are_unbiased_for_the_true_kl():
+    torch.manual_seed(0)
+    p, q = torch.tensor([0.7, 0.2, 0.1]), torch.tensor([0.4, 0.4, 0.2])
+    true_kl = float((p * (p / q).log()).sum())
+    x = torch.multinomial(p, 200_000, replacement=True)
+    lp, lq = p.log()[x][None], q.log()[x][None]
+    for est in ("k1", "k3"):
+        assert abs(float(kl_per_token(lp, lq, est).mean()) - true_kl) < 0.01
+
+
+def test_score_goes_to_the_last_real_token_and_kl_everywhere():
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
+    assert last_token_onehot(mask).tolist() == [[0, 0, 1, 0], [1, 0, 0, 0]]
+    kl = torch.ones(2, 4)
+    rewards, non_score = rlhf_rewards(torch.tensor([2.0, -1.0]), kl, mask, kl_coef=0.1)
+    torch.testing.assert_close(rewards, torch.tensor([[-0.1, -0.1, 1.9, 0.0], [-1.1, 0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(non_score.sum(), torch.tensor(-0.4))
+
+
+def test_adaptive_kl_controller_follows_ziegler():
+    c = AdaptiveKLController(0.1, target=6.0, horizon=10_000)
+    c.update(current_kl=12.0, n_steps=100)  # error clipped to +0.2
+    assert math.isclose(c.value, 0.1 * (1 + 0.2 * 100 / 10_000))
+    c2 = AdaptiveKLController(0.1, target=6.0, horizon=10_000)
+    c2.update(current_kl=5.4, n_steps=100)  # error -0.1
+    assert math.isclose(c2.value, 0.1 * (1 - 0.1 * 100 / 10_000))
+    f = FixedKLController(0.1)
+    f.update(100.0, 1000)
+    assert f.value == 0.1
+
+
+def test_process_scores_eos_penalty_whitening_running_and_clip():
+    s, eos = torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([True, False, True, True])
+    cfg = RLHFConfig(missing_eos_penalty=1.0)
+    assert process_scores(s, eos, cfg, RunningMoments()).tolist() == [1.0, 1.0, 3.0, 4.0]
+    w = process_scores(s, eos, RLHFConfig(score_norm="batch"), RunningMoments())
+    assert abs(float(w.mean())) < 1e-6 and abs(float(w.std()) - 1) < 1e-5
+    m = RunningMoments()
+    out = process_scores(s * 10, eos, RLHFConfig(score_norm="running"), m)
+    torch.testing.assert_close(out, s * 10 / m.std)
+    assert abs(m.mean - 25.0) < 1e-2
+    c = process_scores(s, eos, RLHFConfig(score_clip=2.5), RunningMoments())
+    assert c.max() == 2.5
+
+
+def test_validate_and_config_differences():
+    with pytest.raises(ValueError, match="kl_estimator"):
+        validate(RLHFConfig(kl_estimator="k9"))
+    with pytest.raises(ValueError, match="minibatch_size"):
+        validate(RLHFConfig(num_envs=4, ppo=RLHFPPOConfig(minibatch_size=8)))
+    import dataclasses
+    import json
+
+    saved = json.loads(json.dumps(dataclasses.asdict(RLHFConfig())))
+    assert config_differences(saved, RLHFConfig(iterations=99, out="elsewhere")) == []
+    assert config_differences(saved, RLHFConfig(lr=1.0))[0].startswith("lr:")
+
+
+def tiny_cfg(**kw) -> RLHFConfig:
+    base = dict(task="TextGen-v0", tokenizer="char:abc>", prompts="gen:copy", scorer="copy", num_envs=8,
+                max_new_tokens=4, n_samples=2, tensorboard=False, progress=False, lr=1e-3,
+                ppo=RLHFPPOConfig(n_epochs=2, minibatch_size=4, micro_batch_size=2))
+    base.update(kw)
+    return RLHFConfig(**base)
+
+
+def test_one_iteration_starts_at_zero_kl_and_ratio_one():
+    tr = RLHFTrainer(tiny_cfg(), model=make_tiny_gpt2(vocab_size=5))
+    m = tr.step()
+    assert abs(m["kl"]) < 1e-5  # the policy is the reference before the first update
+    assert m["train/n_updates"] == 4  # 2 epochs x (8 rows / 4)
+    assert all(math.isfinite(v) for k, v in m.items() if k != "train/explained_variance")
+    m2 = tr.step()
+    assert m2["kl"] != 0.0 and tr.iteration == 2
+
+
+def test_lora_reference_is_the_base_with_the_adapter_off():
+    pytest.importorskip("peft")
+    tr = RLHFTrainer(tiny_cfg(lora=True, lr=1e-2), model=make_tiny_gpt2(vocab_size=5))
+    trainable = [n for n, p in tr.policy.named_parameters() if p.requires_grad]
+    assert trainable and all("lora" in n or "value_head" in n for n in trainable)
+    assert tr.ref_model is None
+    tr.step()
+    tr.step()
+    r = tr.collect(seed=0)
+    ref = tr.ref_logprobs(r)
+    base = RLHFTrainer(tiny_cfg(), model=make_tiny_gpt2(vocab_size=5))  # same seed: same base weights
+    torch.testing.assert_close(ref, base.ref_logprobs(r), atol=1e-5, rtol=0)
+    assert not torch.allclose(ref, r.logprobs, atol=1e-4)  # the adapter changed the policy
+
+
+def _learn(iterations: int) -> list[float]:
+    cfg = RLHFConfig(task="TextGen-Target-v0", tokenizer="char:abcd>", prompts="gen:target", scorer="target",
+                     num_envs=32, max_new_tokens=6, lr=3e-3, kl_coef=0.01, progress=False, tensorboard=False,
+                     ppo=RLHFPPOConfig(n_epochs=4, minibatch_size=16, micro_batch_size=16))
+    tr = RLHFTrainer(cfg, model=make_tiny_gpt2(vocab_size=6))
+    return [tr.step()["reward_mean"] for _ in range(iterations)]
+
+
+def test_rlhf_learns_the_target_task_ci():
+    """CI version: 8 iterations of the toy target task (6 per-token rewards) from a random tiny GPT-2."""
+    rewards = _learn(8)
+    assert sum(rewards[-2:]) / 2 > rewards[0] + 1.0, rewards
+
+
+@pytest.mark.slow
+def test_rlhf_learns_the_target_task():
+    rewards = _learn(25)
+    assert sum(rewards[-5:]) / 5 > 5.0, rewards  # out of 6

@@ -1,0 +1,112 @@
+"""KV-cached rollouts through BatchedTextGenEnv: step-by-step log-probs and values equal one forward pass
+over the final sequences; greedy rollouts reproduce ``model.generate``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from agents.lm.policy import CausalLMPolicy  # noqa: E402
+from agents.lm.rollout import rollout  # noqa: E402
+from tests.conftest import make_tiny_gpt2  # noqa: E402
+from textgym.envs.vector import BatchedTextGenEnv  # noqa: E402
+
+PROMPTS = ["a", "abcab", "ba", "cccabca", "b", "ab"]
+
+
+def make_tiny_llama(vocab_size: int = 257, seed: int = 0):
+    """A 2-layer Llama (the default model's architecture: RoPE, GQA, tied embeddings) with random weights."""
+    torch.manual_seed(seed)
+    cfg = transformers.LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                   tie_word_embeddings=True, bos_token_id=vocab_size - 1,
+                                   eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1)
+    return transformers.LlamaForCausalLM(cfg).eval()
+
+
+def char_env(n: int = len(PROMPTS), max_new_tokens: int = 8) -> BatchedTextGenEnv:
+    # vocabulary of 5 (a, b, c, >, EOS=4): a random model ends episodes at EOS often, so lengths differ
+    return BatchedTextGenEnv(n, autoreset_mode="disabled", tokenizer="char:abc>", prompts=PROMPTS, scorer="length",
+                             max_new_tokens=max_new_tokens)
+
+
+@pytest.mark.parametrize("make_model", [make_tiny_gpt2, make_tiny_llama], ids=["gpt2", "llama"])
+def test_rollout_matches_one_forward_pass(make_model):
+    pol = CausalLMPolicy(make_model(vocab_size=5), temperature=0.7, value_head_init="normal")
+    env = char_env()
+    r = rollout(pol, env, prompts=PROMPTS, generator=torch.Generator().manual_seed(1))
+    lengths = r.lengths.tolist()
+    assert len(set(lengths)) > 1, "test needs completions of different lengths"
+    assert r.ended_with_eos.any()
+    lp, _, v = pol.evaluate({"actions": r.completion_ids, "input_ids": r.input_ids, "attention_mask": r.attention_mask})
+    m = r.completion_mask.bool()
+    torch.testing.assert_close(lp[m], r.logprobs[m], atol=1e-5, rtol=0)
+    torch.testing.assert_close(v[m], r.values[m], atol=1e-5, rtol=0)
+    assert (r.logprobs[~m] == 0).all() and (r.values[~m] == 0).all()
+    # the env's prefixes are exactly the prompt + completion tokens, and it ended each where we did
+    for i in range(len(PROMPTS)):
+        ours = r.prompt_ids[i][r.prompt_mask[i].bool()].tolist() + r.completion_ids[i][m[i]].tolist()
+        assert env.input_ids[i, : env.lengths[i]].tolist() == ours
+        assert (r.completion_ids[i][m[i]][:-1] != 4).all()  # nothing after EOS
+    assert env.done.all()
+    np.testing.assert_allclose(r.scores.numpy(), env.scores, rtol=1e-6)
+
+
+@pytest.mark.parametrize("make_model", [make_tiny_gpt2, make_tiny_llama], ids=["gpt2", "llama"])
+def test_greedy_rollout_reproduces_generate(make_model):
+    model = make_model()
+    pol = CausalLMPolicy(model, vocab_size=257)
+    prompts = ["hello", "a", "the cat sat on", "xy"]
+    env = BatchedTextGenEnv(len(prompts), autoreset_mode="disabled", tokenizer="byte", prompts=prompts,
+                            scorer="length", max_new_tokens=12)
+    r = rollout(pol, env, prompts=prompts, greedy=True)
+    # model.generate on the same left-padded batch (HF builds position ids from the mask the same way)
+    gen = model.generate(r.prompt_ids, attention_mask=r.prompt_mask, max_new_tokens=12, do_sample=False,
+                         pad_token_id=256, eos_token_id=256)
+    for i in range(len(prompts)):
+        ours = r.completion_ids[i][r.completion_mask[i].bool()].tolist()
+        theirs = gen[i, r.prompt_ids.shape[1]:].tolist()
+        if 256 in theirs:
+            theirs = theirs[: theirs.index(256) + 1]
+        assert ours == theirs
+        # and one prompt alone, unpadded
+        ids = torch.tensor([list(prompts[i].encode())])
+        alone = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
+                               pad_token_id=256, eos_token_id=256)[0, ids.shape[1]:].tolist()
+        assert ours == alone[: len(ours)]
+
+
+def test_rollout_rejects_an_env_of_another_vocabulary():
+    pol = CausalLMPolicy(make_tiny_gpt2(vocab_size=5))
+    env = BatchedTextGenEnv(2, autoreset_mode="disabled", tokenizer="byte", prompts=["ab"], scorer="length",
+                            max_new_tokens=2)
+    with pytest.raises(ValueError, match="action space has 257 ids but the model outputs 5"):
+        rollout(pol, env)
+
+
+def test_same_seed_same_rollout():
+    pol = CausalLMPolicy(make_tiny_gpt2(vocab_size=5))
+    a = rollout(pol, char_env(), seed=3, generator=torch.Generator().manual_seed(0))
+    b = rollout(pol, char_env(), seed=3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a.completion_ids, b.completion_ids) and a.prompts == b.prompts
+
+
+def test_separate_critic_values_come_from_one_pass_over_the_sequences():
+    pol = CausalLMPolicy(make_tiny_gpt2(vocab_size=5), separate_critic=True, value_head_init="normal")
+    with torch.no_grad():
+        for p in pol.critic.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # make the critic differ from the policy's trunk
+    r = rollout(pol, char_env(), prompts=PROMPTS, generator=torch.Generator().manual_seed(2))
+    _, _, v = pol.evaluate({"actions": r.completion_ids, "input_ids": r.input_ids, "attention_mask": r.attention_mask})
+    m = r.completion_mask.bool()
+    torch.testing.assert_close(v[m], r.values[m])
+
+
+def test_final_infos_carry_score_parts():
+    pol = CausalLMPolicy(make_tiny_gpt2(vocab_size=5))
+    r = rollout(pol, char_env(), prompts=PROMPTS, generator=torch.Generator().manual_seed(1))
+    assert all("score" in i and "end_reason" in i for i in r.infos)
+    assert all(isinstance(i.get("score_parts"), dict) for i in r.infos)

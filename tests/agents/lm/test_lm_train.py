@@ -1,0 +1,108 @@
+"""``textgym train`` end to end on a tiny GPT-2: files written, resume continues, the export loads in plain
+transformers, and the bad inputs (resume from another config, NaN loss, missing model, vocab mismatch)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from agents.cli import main as cli  # noqa: E402
+from agents.lm.checkpoint import find_checkpoint, load_checkpoint  # noqa: E402
+from tests.conftest import make_tiny_gpt2  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny-gpt2")
+    make_tiny_gpt2(vocab_size=5).save_pretrained(d)  # char:abc> has 5 ids (a, b, c, >, EOS)
+    return d
+
+
+def argv(model, out, iterations, *extra):
+    return ["train", "--task", "TextGen-v0", "--model", str(model), "--tokenizer", "char:abc>", "--prompts",
+            "gen:copy", "--scorer", "copy", "--iterations", str(iterations), "--out", str(out), "--num-envs", "8",
+            "--max-new-tokens", "4", "--ppo.minibatch-size", "4", "--ppo.micro-batch-size", "2", "--ppo.n-epochs",
+            "2", "--lr", "1e-3", "--checkpoint-every", "1", "--n-samples", "3", "--progress", "false", *extra]
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_resume_export(tiny_dir, tmp_path):
+    out = tmp_path / "run"
+    assert cli(argv(tiny_dir, out, 2)) == 0
+    for name in ("metrics.csv", "plot.png", "samples.md", "config.json", "checkpoint/state.pt", "final/config.json"):
+        assert (out / name).exists(), name
+    r = rows(out / "metrics.csv")
+    assert [row["step"] for row in r] == ["1", "2"]
+    assert all(row["reward_mean"] and row["kl"] for row in r)
+    assert "| prompt | before |" in (out / "samples.md").read_text()
+    assert load_checkpoint(find_checkpoint(out))["iteration"] == 2
+
+    # resume continues from the checkpoint (only --iterations changes)
+    assert cli(argv(tiny_dir, out, 3, "--resume")) == 0
+    assert [row["step"] for row in rows(out / "metrics.csv")] == ["1", "2", "3"]
+    assert load_checkpoint(find_checkpoint(out))["iteration"] == 3
+
+    # the export loads in plain transformers and differs from the initial weights
+    exported = transformers.AutoModelForCausalLM.from_pretrained(out / "final")
+    initial = transformers.AutoModelForCausalLM.from_pretrained(tiny_dir)
+    ids = torch.tensor([[0, 1, 2]])
+    assert not torch.allclose(exported(ids).logits, initial(ids).logits)
+
+
+def test_resume_from_another_config_is_refused(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli(argv(tiny_dir, out, 1)) == 0
+    assert cli(argv(tiny_dir, out, 2, "--resume", "--kl-coef", "0.5")) == 2
+    err = capsys.readouterr().err
+    assert "another config" in err and "kl_coef" in err
+    assert cli(argv(tiny_dir, out, 2)) == 2  # not --resume: the folder already holds a run
+    assert "--resume" in capsys.readouterr().err
+    assert cli(argv(tiny_dir, tmp_path / "empty", 2, "--resume")) == 2  # nothing to resume
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert cli(argv(tiny_dir, out, 2)) == 0
+    good = load_checkpoint(find_checkpoint(out))
+
+    from agents.lm.policy import CausalLMPolicy
+
+    real = CausalLMPolicy.evaluate
+
+    def nan_evaluate(self, mb):
+        lp, ent, v = real(self, mb)
+        return lp * float("nan"), ent, v
+
+    monkeypatch.setattr(CausalLMPolicy, "evaluate", nan_evaluate)
+    assert cli(argv(tiny_dir, out, 4, "--resume")) == 1
+    err = capsys.readouterr().err
+    assert "PPO loss is nan" in err and "last good checkpoint" in err
+    kept = load_checkpoint(find_checkpoint(out))
+    assert kept["iteration"] == 2
+    for k, v in good["policy"].items():
+        assert torch.equal(kept["policy"][k], v)
+
+
+def test_missing_model_and_vocab_mismatch(tiny_dir, tmp_path, capsys):
+    assert cli(argv(tmp_path / "nowhere", tmp_path / "a", 1)) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "not reachable offline" in err
+    bad = ["--tokenizer", "byte"]  # 257 ids, the model outputs 5
+    assert cli(argv(tiny_dir, tmp_path / "b", 1, *bad)) == 2
+    assert "257 tokens" in capsys.readouterr().err
+
+
+def test_config_json_records_the_flags(tiny_dir, tmp_path):
+    out = tmp_path / "run"
+    assert cli(argv(tiny_dir, out, 1, "--kl-estimator", "k3", "--missing-eos-penalty", "1.0")) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["kl_estimator"] == "k3" and cfg["missing_eos_penalty"] == 1.0 and cfg["ppo"]["n_epochs"] == 2
