@@ -255,6 +255,19 @@ def obs_to_tensor(obs: Any, device: torch.device) -> Any:
     return torch.as_tensor(obs, device=device)
 
 
+def rollout_gae(rewards: np.ndarray, values: np.ndarray, last_value: np.ndarray, terminated: np.ndarray,
+                dones: np.ndarray, gamma: float, gae_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE over a rollout as :class:`PPOAgent` stores it: time-major ``(T, N)`` arrays, ``last_value`` ``(N,)``
+    = V(the observation after the last step). ``terminated[t]`` stops the bootstrap at step t, ``dones[t]``
+    stops the recursion (see :func:`agents.ppo.core.compute_gae`). With same-step autoreset the truncation
+    bootstrap is already in ``rewards`` and ``terminated == dones`` (SB3's ``compute_returns_and_advantage``,
+    checked in ``tests/agents/test_sb3_parity.py``); with next-step autoreset ``values[t + 1]`` is V(final
+    observation) and ``terminated`` holds true terminations only."""
+    next_values = np.concatenate([values[1:], last_value[None]], 0)  # V of the obs after each step
+    return compute_gae(torch.from_numpy(rewards), torch.from_numpy(values), torch.from_numpy(next_values),
+                       torch.from_numpy(1.0 - terminated), torch.from_numpy(1.0 - dones), gamma, gae_lambda)
+
+
 class PPOAgent:
     """Our PPO on a Gymnasium env with discrete actions. Implements the :class:`agents.base.Agent` protocol.
 
@@ -443,10 +456,7 @@ class PPOAgent:
             # ---- advantages ----
             with torch.inference_mode():
                 last_value = policy.value(obs_to_tensor(self._next_obs, device)).cpu().numpy()
-            next_values = np.concatenate([values[1:], last_value[None]], 0)  # V of the obs after each step
-            adv, ret = compute_gae(torch.from_numpy(rewards), torch.from_numpy(values), torch.from_numpy(next_values),
-                                   torch.from_numpy(1.0 - terminated), torch.from_numpy(1.0 - dones),
-                                   cfg.gamma, cfg.gae_lambda)
+            adv, ret = rollout_gae(rewards, values, last_value, terminated, dones, cfg.gamma, cfg.gae_lambda)
 
             # ---- update ----
             progress_remaining = 1.0 - self.num_timesteps / end_steps  # SB3: computed after the rollout
