@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-__all__ = ["Dist", "PreparedPolicy", "RANK_SEED_STRIDE"]
+__all__ = ["Dist", "PreparedPolicy", "RANK_SEED_STRIDE", "launched_world_size"]
 
 # rank r draws from seed + r * RANK_SEED_STRIDE: rank 0 keeps the seed (a 1-process run is the plain run), and
 # the stride is far larger than the offsets a run adds to its seed (+1 for the sampler, +i for env i, ...)
@@ -48,6 +48,12 @@ def _env_world_size() -> int:
         if os.environ.get(key):
             return int(os.environ[key])
     return 1
+
+
+def launched_world_size() -> int:
+    """The number of processes the launcher (``accelerate launch``, ``torchrun``, MPI) started; 1 without one.
+    Read from the environment, before any process group exists."""
+    return _env_world_size()
 
 
 class _EvaluateAsForward(nn.Module):
@@ -351,7 +357,9 @@ class Dist:
         folder = find_checkpoint(run_dir)
         if folder is None:
             raise FileNotFoundError(f"no checkpoint in {run_dir}; start a new run there instead of resuming")
-        state = load_checkpoint(folder, map_location=map_location or "cpu")
+        if map_location is None or torch.device(map_location).type == "cpu":
+            map_location = "cpu"  # accelerate's CPU device is "cpu:0", which torch.load cannot map to
+        state = load_checkpoint(folder, map_location=map_location)
         saved = int(state.pop("world_size", 1))
         rank_states = state.pop("rank_states", [{}])
         if saved != self.world_size:

@@ -8,6 +8,13 @@ One iteration (Ziegler et al. 2019; "The N Implementation Details of RLHF with P
 4. advantages by GAE over each completion (:func:`agents.ppo.core.sequence_gae`);
 5. PPO epochs x minibatches (:func:`agents.ppo.core.ppo_update`, gradient accumulation over micro-batches);
 6. the KL controller adapts ``kl_coef`` (adaptive) or keeps it (fixed).
+
+Data parallel (``accelerate launch``, :class:`agents.distributed.Dist`): ``num_envs`` and
+``ppo.minibatch_size`` are global; each process rolls out its share of the envs, which are the global envs
+``rank * n_local ... (rank + 1) * n_local - 1``. Env ``g``'s prompt seed and token-sampling generator are derived
+from the run's seed, the iteration and ``g`` alone, so N processes roll out exactly the episodes one process
+would, and the run does not depend on the number of processes (up to float summation order). Whitening, score
+normalisation, the KL of the KL controller, the loss's token count and the logged metrics are global.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +36,9 @@ import torch
 from agents.lm.policy import CausalLMPolicy, apply_lora, model_inputs, train_only_last_layers
 from agents.lm.rollout import Rollout, rollout
 from agents.ppo.core import PPOUpdateConfig, masked_mean, ppo_update, sequence_gae
+
+if TYPE_CHECKING:
+    from agents.distributed import Dist
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -271,15 +281,21 @@ class RunningMoments:
 
 
 def process_scores(scores: torch.Tensor, ended_with_eos: torch.Tensor, cfg: RLHFConfig,
-                   moments: RunningMoments) -> torch.Tensor:
-    """Missing-EOS penalty, then normalisation, then clipping, in that order (TRL's order)."""
+                   moments: RunningMoments, dist: Dist | None = None) -> torch.Tensor:
+    """Missing-EOS penalty, then normalisation, then clipping, in that order (TRL's order). With ``dist``,
+    ``scores`` is this process's share and the normalisation uses the statistics of the global batch."""
     s = scores.float().clone()
     if cfg.missing_eos_penalty is not None:
         s[~ended_with_eos] -= cfg.missing_eos_penalty  # N+ TL;DR paper: penalise completions that never end
-    if cfg.score_norm == "batch" and s.numel() > 1:
-        s = (s - s.mean()) / (s.std() + 1e-8)  # whiten over the batch (Huang et al. 2024, "reward whitening")
+    n_global = s.numel() if dist is None else int(dist.all_reduce_sum(float(s.numel())))
+    if cfg.score_norm == "batch" and n_global > 1:
+        if dist is None:
+            s = (s - s.mean()) / (s.std() + 1e-8)  # whiten over the batch (Huang et al. 2024, "reward whitening")
+        else:
+            ones = torch.ones_like(s)
+            s = (s - dist.global_masked_mean(s, ones)) / (dist.global_masked_var(s, ones).sqrt() + 1e-8)
     elif cfg.score_norm == "running":
-        moments.update(s)
+        moments.update(s if dist is None else dist.gather(s))  # every process: the same global update
         s = s / moments.std  # unit scale, mean kept (Ziegler et al. 2019 normalise the reward's scale)
     if cfg.score_clip is not None:
         s = s.clamp(-cfg.score_clip, cfg.score_clip)
@@ -300,6 +316,54 @@ def pick_device(spec: str = "auto") -> torch.device:
     return torch.device(spec)
 
 
+def make_dist(cfg: RLHFConfig) -> Dist:
+    """The :class:`~agents.distributed.Dist` of a run: accelerate's when launched with several processes
+    (``accelerate launch``/``torchrun``), else plain torch on ``cfg.device`` (one process, no accelerate)."""
+    from agents.distributed import Dist, launched_world_size
+
+    if launched_world_size() > 1:
+        if cfg.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device={cfg.device!r}: under several processes each process's GPU is chosen by "
+                             "accelerate (its local rank); pass --device auto, cuda or cpu")
+        cpu = True if cfg.device == "cpu" else (False if cfg.device == "cuda" else None)
+        return Dist(cpu=cpu, mixed_precision="no")  # bf16 autocast is the trainer's own (cfg.bf16)
+    return Dist(cpu=pick_device(cfg.device).type != "cuda", use_accelerate=False)
+
+
+def sampling_seed(seed: int, iteration: int, env_index: int) -> int:
+    """Seed of the token-sampling generator of global env ``env_index`` at ``iteration``: a function of these
+    alone, so the tokens do not depend on how the envs are split across processes (nor on a resume)."""
+    return int(np.random.SeedSequence([seed, iteration, env_index]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+class RowSeededSampler:
+    """Wraps a :class:`CausalLMPolicy` for :func:`agents.lm.rollout.rollout` with ``greedy=True`` so that row
+    ``i`` samples from its own generator: the logits handed to the rollout are ``log p + Gumbel noise``, whose
+    argmax is a sample of ``p`` (the Gumbel-max trick), and the true ``log p`` of each chosen token is recorded
+    in :attr:`logprobs`. The noise of row ``i`` comes from ``generators[i]`` only, so a row's tokens do not
+    depend on the other rows of its batch.
+    """
+
+    def __init__(self, policy: CausalLMPolicy, row_seeds: list[int], device: torch.device) -> None:
+        self.policy = policy
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in row_seeds]
+        self.logprobs: list[torch.Tensor] = []  # one (N,) per step
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.policy, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        logits, value, past = self.policy(*args, **kwargs)
+        logp = torch.log_softmax(logits[:, -1].float(), -1)  # (N, V), the temperature is in the logits
+        # Exp(1) noise in float64 (a float32 draw of exactly 0 would make log q = -inf: certain selection)
+        q = torch.stack([torch.empty(logp.shape[-1], dtype=torch.float64, device=logp.device).exponential_(
+            generator=g) for g in self.generators]).clamp_min(1e-300)  # (N, V)
+        noisy = logp.double() - q.log()  # argmax(log p - log q) ~ Categorical(p)
+        action = noisy.argmax(-1)  # (N,), what the rollout's argmax will pick
+        self.logprobs.append(logp.gather(-1, action[:, None]).squeeze(-1))
+        return noisy[:, None].to(logits.dtype), value, past
+
+
 # --------------------------------------------------------------------------------------------------------
 # the trainer
 # --------------------------------------------------------------------------------------------------------
@@ -309,13 +373,16 @@ class RLHFTrainer:
     ``model`` overrides ``cfg.model`` with a loaded model object (tests, notebooks).
     """
 
-    def __init__(self, cfg: RLHFConfig, model: Any = None, env: Any = None) -> None:
+    def __init__(self, cfg: RLHFConfig, model: Any = None, env: Any = None, dist: Dist | None = None) -> None:
         validate(cfg)
         self.cfg = cfg
+        self.dist = dist if dist is not None else make_dist(cfg)
+        self.num_local_envs = self.dist.local_size(cfg.num_envs, "num_envs")
+        self.local_minibatch_size = self.dist.local_size(cfg.ppo.minibatch_size, "ppo.minibatch_size")
         if cfg.num_threads is not None:
             torch.set_num_threads(int(cfg.num_threads))
-        torch.manual_seed(cfg.seed)
-        self.device = pick_device(cfg.device)
+        torch.manual_seed(cfg.seed)  # the same initial weights (value head) on every process
+        self.device = self.dist.device if self.dist.distributed else pick_device(cfg.device)
         self.policy = CausalLMPolicy(model if model is not None else cfg.model, temperature=cfg.temperature,
                                      separate_critic=cfg.separate_critic, value_head_init=cfg.value_head_init)
         self.env = env if env is not None else self.make_env()
@@ -334,11 +401,16 @@ class RLHFTrainer:
             self.ref_model.to(self.device)
         params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, eps=cfg.adam_eps)
+        # train_policy: what ppo_update calls (DDP's forward under several processes); self.policy: the rest
+        self.train_policy: Any = self.policy
+        if self.dist.distributed:
+            self.train_policy, self.optimizer = self.dist.prepare_policy(self.policy, self.optimizer)
         self.kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl
                        else FixedKLController(cfg.kl_coef))
         self.moments = RunningMoments()
         self.generator = torch.Generator().manual_seed(cfg.seed)  # minibatch order
-        self.sample_generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)  # token sampling
+        # token sampling when collect() gets no row seeds (training rollouts seed each env: sampling_seed)
+        self.sample_generator = torch.Generator(device=self.device).manual_seed(self.dist.seed_for_rank(cfg.seed) + 1)
         self.iteration = 0
 
     # -- construction helpers ---------------------------------------------------------------------------
@@ -365,7 +437,7 @@ class RLHFTrainer:
                              f"{cfg.model or 'default'!r} outputs {self.policy.out_size} logits: they do not belong "
                              "together. Pass the model's own tokenizer (--tokenizer) or a matching --model.")
         kwargs["tokenizer"] = tok
-        return BatchedTextGenEnv(cfg.num_envs, autoreset_mode="disabled", action_size=self.policy.out_size,
+        return BatchedTextGenEnv(self.num_local_envs, autoreset_mode="disabled", action_size=self.policy.out_size,
                                  **kwargs)
 
     def autocast(self) -> Callable[[], Any] | None:
@@ -399,23 +471,47 @@ class RLHFTrainer:
         lp = torch.log_softmax(logits, -1).gather(-1, ids[:, P:, None]).squeeze(-1)  # (N, T)
         return lp * r.completion_mask
 
-    def collect(self, seed: int | None = None, greedy: bool = False, prompts: list[Any] | None = None) -> Rollout:
+    @property
+    def env_indices(self) -> list[int]:
+        """The global indices of this process's envs (rank-major: process r holds a contiguous block)."""
+        n = self.num_local_envs
+        return list(range(self.dist.rank * n, (self.dist.rank + 1) * n))
+
+    def collect(self, seed: int | list[int] | None = None, greedy: bool = False, prompts: list[Any] | None = None,
+                row_seeds: list[int] | None = None) -> Rollout:
+        """Roll out this process's envs. ``seed``: the env reset seed (an int seeds env i with ``seed + i``, a list
+        one seed per env); ``row_seeds``: one token-sampling seed per env (:class:`RowSeededSampler`), else the
+        tokens come from ``self.sample_generator``."""
         self.policy.eval()
+        if row_seeds is None or greedy:
+            with self._maybe_autocast():
+                return rollout(self.policy, self.env, prompts=prompts, seed=seed, greedy=greedy,  # type: ignore[arg-type]
+                               generator=self.sample_generator)
+        sampler = RowSeededSampler(self.policy, row_seeds, self.device)
         with self._maybe_autocast():
-            return rollout(self.policy, self.env, prompts=prompts, seed=seed, greedy=greedy,
-                           generator=self.sample_generator)
+            r = rollout(sampler, self.env, prompts=prompts, seed=seed, greedy=True)  # type: ignore[arg-type]
+        T = r.completion_ids.shape[1]
+        if len(sampler.logprobs) != T:  # the rollout must call the policy once per token for the noise to apply
+            raise RuntimeError(f"row-seeded sampling: the rollout called the policy {len(sampler.logprobs)} times for "
+                               f"{T} tokens; agents/lm/rollout.py changed how it calls the policy")
+        r.logprobs = torch.stack(sampler.logprobs, 1).to(r.logprobs.dtype) * r.completion_mask  # (N, T)
+        return r
 
     def step(self) -> dict[str, float]:
-        """One RLHF iteration; returns the metrics logged for it."""
-        cfg = self.cfg
+        """One RLHF iteration; returns the metrics logged for it (global over every process's envs)."""
+        cfg, dist = self.cfg, self.dist
+        ddp = dist if dist.distributed else None  # one process: ppo_update's plain path, unchanged
         t0 = time.perf_counter()
-        r = self.collect(seed=cfg.seed * 1_000_003 + self.iteration * cfg.num_envs)
+        envs = self.env_indices
+        base = cfg.seed * 1_000_003 + self.iteration * cfg.num_envs  # global env g resets with base + g
+        r = self.collect(seed=[base + g for g in envs], row_seeds=[sampling_seed(cfg.seed, self.iteration, g)
+                                                                    for g in envs])
         t_rollout = time.perf_counter() - t0
         mask = r.completion_mask.float()  # (N, T)
         ref_lp = self.ref_logprobs(r)  # (N, T)
         kl = kl_per_token(r.logprobs, ref_lp, cfg.kl_estimator) * mask  # (N, T), the penalised estimate
         kl_k1_seq = ((r.logprobs - ref_lp) * mask).sum(-1)  # (N,) KL per sequence (k1, always logged)
-        scores = process_scores(r.scores, r.ended_with_eos, cfg, self.moments)  # (N,)
+        scores = process_scores(r.scores, r.ended_with_eos, cfg, self.moments, ddp)  # (N,)
         token_rewards = r.env_rewards - r.scores[:, None] * last_token_onehot(mask)  # per-token env rewards, if any
         rewards, non_score = rlhf_rewards(scores, kl, mask, self.kl_ctl.value, token_rewards)  # (N, T)
         advantages, returns = sequence_gae(rewards, r.values, mask, cfg.gamma, cfg.gae_lambda)  # (N, T)
@@ -424,26 +520,37 @@ class RLHFTrainer:
                  "input_ids": r.input_ids, "attention_mask": r.attention_mask}
         t1 = time.perf_counter()
         self.policy.train()
-        stats = ppo_update(self.policy, self.optimizer, batch, cfg.ppo, generator=self.generator,
-                           autocast=self.autocast())
+        ppo_cfg = dataclasses.replace(cfg.ppo, minibatch_size=self.local_minibatch_size)  # this process's share
+        stats = ppo_update(self.train_policy, self.optimizer, batch, ppo_cfg, generator=self.generator,
+                           autocast=self.autocast(), dist=ddp)
         t_update = time.perf_counter() - t1
-        for p in self.policy.parameters():
+        for p in self.policy.parameters():  # DDP keeps the weights equal: every process stops together
             if p.requires_grad and not torch.isfinite(p).all():
                 raise FloatingPointError("a policy weight became NaN/inf after the update; stopping")
-        kl_mean = float(kl_k1_seq.mean())
+        # per-episode quantities of the global batch, in global env order (rank-major)
+        per_row = torch.stack([r.scores.float(), kl_k1_seq, r.lengths.float(), r.ended_with_eos.float(),
+                               non_score.sum(-1), rewards.sum(-1)], 1).detach()  # (N, 6)
+        g_scores, g_kl, g_len, g_eos, g_non_score, g_total = dist.gather(per_row).cpu().double().T
+        kl_mean = float(g_kl.mean())
         self.kl_ctl.update(kl_mean, cfg.num_envs)
-        score_mean, score_ci = mean_ci95(r.scores)
-        n_tokens = float(mask.sum())
+        score_mean, score_ci = mean_ci95(g_scores)
+        n_tokens = float(g_len.sum())
+        if ddp is not None:
+            stats = dist.all_reduce_mean(stats)  # ppo_update divides by the global token count: the mean is global
+            var_y = dist.global_masked_var(returns, mask, unbiased=False)
+            stats["train/explained_variance"] = (float("nan") if float(var_y) == 0 else float(
+                1 - dist.global_masked_var(returns - r.values, mask, unbiased=False) / var_y))
         self.iteration += 1
         metrics = {
             "reward_mean": score_mean, "reward_ci95": score_ci, "kl": kl_mean,
             "entropy": -stats.get("train/entropy_loss", float("nan")),
-            "rollout/ep_rew_mean": score_mean, "rollout/ep_len_mean": float(r.lengths.float().mean()),
+            "rollout/ep_rew_mean": score_mean, "rollout/ep_len_mean": float(g_len.mean()),
             "rlhf/score_mean": score_mean, "rlhf/kl_ref": kl_mean, "rlhf/kl_coef": self.kl_ctl.value,
-            "rlhf/non_score_reward": float(non_score.sum(-1).mean()),
-            "rlhf/total_reward": float(rewards.sum(-1).mean()),
-            "rlhf/eos_fraction": float(r.ended_with_eos.float().mean()),
-            "rlhf/advantage_mean": float(masked_mean(advantages, mask)),
+            "rlhf/non_score_reward": float(g_non_score.mean()),
+            "rlhf/total_reward": float(g_total.mean()),
+            "rlhf/eos_fraction": float(g_eos.mean()),
+            "rlhf/advantage_mean": float(masked_mean(advantages, mask) if ddp is None
+                                         else dist.global_masked_mean(advantages, mask)),
             "time/rollout_s": t_rollout, "time/update_s": t_update,
             "time/fps": n_tokens / max(time.perf_counter() - t0, 1e-9),
             **stats,
@@ -451,18 +558,32 @@ class RLHFTrainer:
         return metrics
 
     # -- state ------------------------------------------------------------------------------------------
+    RANK_STATE_KEYS = ("rng", "generator", "sample_generator")
+    """what differs per process (saved per rank by :meth:`agents.distributed.Dist.save_state`)"""
+
     def state_dict(self) -> dict[str, Any]:
-        from agents.lm.checkpoint import rng_state, trainable_state_dict
+        return {**self.shared_state_dict(), **self.rank_state_dict()}
+
+    def shared_state_dict(self) -> dict[str, Any]:
+        """What every process holds alike: weights, optimizer, KL controller, score moments, iteration, config."""
+        from agents.lm.checkpoint import trainable_state_dict
 
         return {"iteration": self.iteration, "config": config_dict(self.cfg),
                 "policy": trainable_state_dict(self.policy), "optimizer": self.optimizer.state_dict(),
-                "kl_ctl": self.kl_ctl.state_dict(), "moments": self.moments.state_dict(),
-                "rng": rng_state(), "generator": self.generator.get_state(),
+                "kl_ctl": self.kl_ctl.state_dict(), "moments": self.moments.state_dict()}
+
+    def rank_state_dict(self) -> dict[str, Any]:
+        """This process's RNG states (global RNGs, minibatch order, fallback token sampling)."""
+        from agents.lm.checkpoint import rng_state
+
+        return {"rng": rng_state(), "generator": self.generator.get_state(),
                 "sample_generator": self.sample_generator.get_state()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], rank_state: dict[str, Any] | None = None) -> None:
+        """Load a checkpoint; ``rank_state`` (this process's RNG states) overrides those in ``state``."""
         from agents.lm.checkpoint import set_rng_state
 
+        state = {**state, **(rank_state or {})}
         missing, unexpected = self.policy.load_state_dict(state["policy"], strict=False)
         trainable = {n for n, p in self.policy.named_parameters() if p.requires_grad}
         if unexpected or trainable & set(missing):

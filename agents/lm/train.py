@@ -67,72 +67,98 @@ def _write_samples_md(path: Path, before: list[dict[str, Any]], after: list[dict
     path.write_text("\n".join(lines) + "\n")
 
 
+def _check_out(cfg: Any, resume: bool) -> str | None:
+    """Why ``cfg.out`` cannot be used (None if it can): nothing to resume, another config, a run already there."""
+    from agents.lm.checkpoint import find_checkpoint
+    from agents.lm.rlhf import config_differences
+
+    out = Path(cfg.out)
+    ckpt = find_checkpoint(out)
+    if resume:
+        if ckpt is None:
+            return f"--resume: no checkpoint in {out}; run without --resume to start a new run there"
+        saved = json.loads((out / "config.json").read_text())
+        diffs = config_differences(saved, cfg)
+        if diffs:
+            return (f"--resume: {out} holds a run with another config ({'; '.join(diffs)}). Pass the same flags as "
+                    "that run (only --iterations and where/how it runs may change), or another --out.")
+    elif ckpt is not None or (out / "metrics.csv").exists():
+        return f"{out} already holds a run; pass --resume to continue it, or choose another --out"
+    return None
+
+
 def run(cfg: Any, resume: bool = False, model: Any = None) -> int:
-    """Run (or resume) the RLHF job described by ``cfg``; returns an exit code."""
-    from agents.lm.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-    from agents.lm.rlhf import RLHFTrainer, config_differences, validate, write_config
+    """Run (or resume) the RLHF job described by ``cfg``; returns an exit code.
+
+    Under ``accelerate launch`` every process runs this: rank 0 checks ``--out`` and tells the others (so they
+    all stop on the same error), writes config, logs, plot, samples and the export; every process takes part in
+    the checkpoint (:meth:`agents.distributed.Dist.save_state`: one file with every rank's RNG state).
+    """
+    from agents.lm.checkpoint import find_checkpoint
+    from agents.lm.rlhf import RLHFTrainer, make_dist, validate, write_config
     from agents.logger import MetricsLogger, plot_metrics
     from textgym._optional import require
 
     validate(cfg)
     out = Path(cfg.out)
-    ckpt = find_checkpoint(out)
-    if resume:
-        if ckpt is None:
-            raise ValueError(f"--resume: no checkpoint in {out}; run without --resume to start a new run there")
-        saved = json.loads((out / "config.json").read_text())
-        diffs = config_differences(saved, cfg)
-        if diffs:
-            raise ValueError(f"--resume: {out} holds a run with another config ({'; '.join(diffs)}). Pass the same "
-                             "flags as that run (only --iterations and where/how it runs may change), or another "
-                             "--out.")
-    elif ckpt is not None or (out / "metrics.csv").exists():
-        raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    dist = make_dist(cfg)
+    problem = dist.broadcast_object(_check_out(cfg, resume) if dist.is_main else None)
+    if problem is not None:
+        raise ValueError(problem)
 
-    trainer = RLHFTrainer(cfg, model=model)
-    out.mkdir(parents=True, exist_ok=True)
+    trainer = RLHFTrainer(cfg, model=model, dist=dist)
     before_path = out / "samples_before.json"
     if resume:
-        state = load_checkpoint(ckpt, map_location=trainer.device)
-        trainer.load_state_dict(state)
-        _truncate_csv(out / "metrics.csv", trainer.iteration)
-        print(f"resuming {out} from iteration {trainer.iteration} ({ckpt.name})", file=sys.stderr)
-    else:
+        state, rank_state = dist.load_state(out, map_location="cpu")  # same number of processes, or error
+        trainer.load_state_dict(state, rank_state)
+        if dist.is_main:
+            _truncate_csv(out / "metrics.csv", trainer.iteration)
+        dist.print(f"resuming {out} from iteration {trainer.iteration} ({find_checkpoint(out)})", file=sys.stderr)
+    elif dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
         write_config(out / "config.json", cfg)
-    if not before_path.exists():
+    if dist.is_main and not before_path.exists():
         before_path.write_text(json.dumps(_samples(trainer, cfg.n_samples), indent=1))
-    before = json.loads(before_path.read_text())
+    before = json.loads(before_path.read_text()) if dist.is_main else []
 
     tqdm = require("tqdm", "the progress bar").tqdm
-    logger = MetricsLogger(out, tensorboard=cfg.tensorboard, resume=resume)
+    logger = MetricsLogger(out, tensorboard=cfg.tensorboard, resume=resume) if dist.is_main else None
     status = 0
     try:
         bar = tqdm(range(trainer.iteration, cfg.iterations), initial=trainer.iteration, total=cfg.iterations,
-                   desc="rlhf", disable=not cfg.progress, file=sys.stderr)
+                   desc="rlhf", disable=not (cfg.progress and dist.is_main), file=sys.stderr)
         for _ in bar:
             try:
                 metrics = trainer.step()
-            except FloatingPointError as e:
+            except FloatingPointError as e:  # raised on every process alike (ppo_update checks together)
                 last = find_checkpoint(out)
                 kept = f"the last good checkpoint ({last}) is kept" if last else "no checkpoint was written yet"
-                print(f"error: {e} at iteration {trainer.iteration + 1}; {kept}. Try a lower --lr.", file=sys.stderr)
+                who = f"[rank {dist.rank}] " if dist.distributed else ""
+                print(f"{who}error: {e} at iteration {trainer.iteration + 1}; {kept}. Try a lower --lr.",
+                      file=sys.stderr)
                 status = 1
                 break
-            logger.log(trainer.iteration, metrics)
+            if logger is not None:
+                logger.log(trainer.iteration, metrics)
             bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", kl=f"{metrics['kl']:.2f}")
             if trainer.iteration % cfg.checkpoint_every == 0 or trainer.iteration == cfg.iterations:
-                save_checkpoint(out, trainer.state_dict())
+                dist.save_state(out, trainer.shared_state_dict, trainer.rank_state_dict())
     finally:
-        logger.close()
+        if logger is not None:
+            logger.close()
     if status:
+        dist.barrier()  # every process stopped at the same step: leave together (a launcher kills the slower)
         return status
-    if (out / "metrics.csv").stat().st_size > 0 and trainer.iteration > 0:
-        plot_metrics(out / "metrics.csv", list(PLOT_KEYS), out / "plot.png", title=f"RLHF on {cfg.task}")
-    after = _samples(trainer, cfg.n_samples)
-    _write_samples_md(out / "samples.md", before, after, f"RLHF on {cfg.task}: samples")
-    hf_tok = getattr(trainer.env.env.tokenizer, "hf", None)
-    trainer.policy.save_pretrained(out / "final", tokenizer=hf_tok)
-    print(f"wrote {out}/metrics.csv, plot.png, samples.md, checkpoint/, final/", file=sys.stderr)
+    if dist.is_main:
+        if (out / "metrics.csv").stat().st_size > 0 and trainer.iteration > 0:
+            plot_metrics(out / "metrics.csv", list(PLOT_KEYS), out / "plot.png", title=f"RLHF on {cfg.task}")
+        after = _samples(trainer, cfg.n_samples)
+        _write_samples_md(out / "samples.md", before, after, f"RLHF on {cfg.task}: samples")
+        hf_tok = getattr(trainer.env.env.tokenizer, "hf", None)
+        trainer.policy.save_pretrained(out / "final", tokenizer=hf_tok)
+        print(f"wrote {out}/metrics.csv, plot.png, samples.md, checkpoint/, final/", file=sys.stderr)
+    dist.barrier()
+    dist.end()
     return 0
 
 

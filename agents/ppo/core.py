@@ -11,6 +11,7 @@ Sources: Schulman et al. 2017 (PPO), 2016 (GAE); CleanRL ``ppo.py``; SB3 ``ppo/p
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -153,6 +154,20 @@ class EvaluatesActions(Protocol):
     def parameters(self) -> Iterator[torch.nn.Parameter]: ...
 
 
+class DataParallel(Protocol):
+    """What :func:`ppo_update` needs to run on several processes (:class:`agents.distributed.Dist` has it)."""
+
+    world_size: int
+
+    def all_reduce_sum(self, x: torch.Tensor | float) -> torch.Tensor: ...
+
+    def global_masked_whiten(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
+
+    def no_sync(self, prepared: Any) -> contextlib.AbstractContextManager[None]: ...
+
+    def backward(self, loss: torch.Tensor) -> None: ...
+
+
 @dataclass
 class PPOUpdateConfig:
     n_epochs: int = 10
@@ -209,11 +224,21 @@ def ppo_update(
     cfg: PPOUpdateConfig,
     generator: torch.Generator | None = None,
     autocast: Callable[[], Any] | None = None,
+    dist: DataParallel | None = None,
 ) -> dict[str, float]:
     """Run PPO's epochs x minibatches on one batch and return the mean statistics (SB3's ``train/`` keys).
 
     ``batch`` holds ``actions``, ``logprobs``, ``values``, ``advantages``, ``returns`` and ``mask``, all
     ``(N, T)``, plus whatever the policy's ``evaluate`` reads (observations, input ids ...).
+
+    ``dist`` (data parallel, optional): ``batch`` is this process's share of the global batch,
+    ``cfg.minibatch_size`` its share of the global minibatch, and ``policy`` the DDP-prepared one
+    (:meth:`agents.distributed.Dist.prepare_policy`). Then advantages are whitened with global statistics, the
+    loss is divided by the *global* token count over ``world_size`` (DDP averages gradients, so the step equals
+    one process's on the whole minibatch), micro-batches but the last skip the all-reduce (``no_sync``), a
+    non-finite loss on any process stops every process, and early stopping uses the global approx KL. The
+    returned statistics are this process's sums over the global count: :meth:`Dist.all_reduce_mean` of them is
+    the global value.
     """
     if cfg.normalize_advantage not in ("minibatch", "batch", "none"):
         raise ValueError(f"normalize_advantage must be 'minibatch', 'batch' or 'none', got {cfg.normalize_advantage!r}")
@@ -224,8 +249,9 @@ def ppo_update(
     if cfg.minibatch_size <= 0 or cfg.minibatch_size > n:
         raise ValueError(f"minibatch_size={cfg.minibatch_size} must be in [1, batch size {n}]")
     batch = dict(batch, mask=mask)
+    whiten = masked_whiten if dist is None else dist.global_masked_whiten
     if cfg.normalize_advantage == "batch":
-        batch["advantages"] = masked_whiten(batch["advantages"], mask)
+        batch["advantages"] = whiten(batch["advantages"], mask)
     micro = cfg.micro_batch_size or cfg.minibatch_size
     params = [p for p in policy.parameters() if p.requires_grad]
     sums: dict[str, float] = {}
@@ -241,9 +267,12 @@ def ppo_update(
         for mb_idx in iterate_minibatches(n, cfg.minibatch_size, generator):
             mb = index_batch(batch, mb_idx)
             mb_tokens = mb["mask"].sum().clamp_min(1)  # the loss is a mean over the minibatch's real tokens
+            if dist is not None:  # the global minibatch's tokens; DDP's gradient mean over processes restores 1/W
+                mb_tokens = (dist.all_reduce_sum(mb["mask"].sum()) / dist.world_size).clamp_min(1 / dist.world_size)
+                mb_tokens = mb_tokens.to(mask.dtype)
             mb_adv = mb["advantages"]
             if cfg.normalize_advantage == "minibatch" and mb_idx.numel() > 1:  # SB3: skip for a single sample
-                mb_adv = masked_whiten(mb_adv, mb["mask"])
+                mb_adv = whiten(mb_adv, mb["mask"])
             optimizer.zero_grad(set_to_none=True)
             stats = {"approx_kl": 0.0, "clip_fraction": 0.0, "pg": 0.0, "vf": 0.0, "ent": 0.0, "ratio": 0.0}
             for start in range(0, mb_idx.numel(), micro):
@@ -251,7 +280,12 @@ def ppo_update(
                 # the whole minibatch in one pass (the common case): no second copy of every tensor
                 mu = mb if micro >= mb_idx.numel() else index_batch(mb, torch.arange(mb_idx.numel())[sl])
                 mu_mask, mu_adv = mu["mask"], mb_adv[sl]
-                with autocast() if autocast is not None else _nullcontext():
+                last_micro = start + micro >= mb_idx.numel()
+                # gradient accumulation under DDP: all-reduce once, on the last micro-batch (forward included)
+                def sync(last: bool = last_micro) -> contextlib.AbstractContextManager[None]:
+                    return dist.no_sync(policy) if dist is not None and not last else contextlib.nullcontext()
+
+                with sync(), autocast() if autocast is not None else _nullcontext():
                     new_logprob, entropy, new_value = policy.evaluate(mu)  # (n, T) each
                 new_logprob, entropy, new_value = new_logprob.float(), entropy.float(), new_value.float()
                 pg_sum, pst = policy_loss(new_logprob, mu["logprobs"], mu_adv, mu_mask, cfg.clip_range)
@@ -259,15 +293,26 @@ def ppo_update(
                                     cfg.vf_clip_takes_max)
                 ent_sum = masked_sum(entropy, mu_mask)
                 loss = (pg_sum + cfg.vf_coef * vf_sum - cfg.ent_coef * ent_sum) / mb_tokens
-                if not torch.isfinite(loss):
+                finite = bool(torch.isfinite(loss))
+                if dist is not None:  # every process decides together: one raising alone would hang the others
+                    n_bad = int(dist.all_reduce_sum(float(not finite)))
+                    if finite and n_bad:
+                        raise FloatingPointError(f"PPO loss is not finite on {n_bad} other process(es); stopping")
+                if not finite:
                     raise FloatingPointError(f"PPO loss is {loss.item()} (policy {pg_sum.item():.4g}, value "
                                              f"{vf_sum.item():.4g}, entropy {ent_sum.item():.4g}); stopping")
-                loss.backward()
+                with sync():
+                    if dist is not None:
+                        dist.backward(loss)
+                    else:
+                        loss.backward()
                 for k, v in (("approx_kl", pst["approx_kl"]), ("clip_fraction", pst["clip_fraction"]),
                              ("ratio", pst["ratio"]), ("pg", pg_sum), ("vf", vf_sum), ("ent", ent_sum)):
                     stats[k] += float(v.detach())
             tok = float(mb_tokens)
             approx_kl = stats["approx_kl"] / tok
+            if dist is not None and cfg.target_kl is not None:  # the same decision on every process
+                approx_kl = float(dist.all_reduce_sum(stats["approx_kl"])) / (tok * dist.world_size)
             if cfg.target_kl is not None and cfg.target_kl_mode == "minibatch" and approx_kl > 1.5 * cfg.target_kl:
                 stop = True  # SB3 stops *before* stepping on this minibatch
                 log("train/approx_kl", approx_kl)
@@ -277,7 +322,7 @@ def ppo_update(
                 log("train/grad_norm", float(grad_norm))
             optimizer.step()
             n_updates += 1
-            epoch_kl += stats["approx_kl"]
+            epoch_kl += approx_kl * tok  # with dist and target_kl: the global KL
             epoch_tokens += tok
             log("train/approx_kl", approx_kl)
             log("train/clip_fraction", stats["clip_fraction"] / tok)
