@@ -13,6 +13,12 @@ ended; ``generate`` runs with ``min_new_tokens`` so it never stops early.
 
     python benchmarks/rlhf_rollout.py                       # default model, batch 8, 64 new tokens
     python benchmarks/rlhf_rollout.py --model tiny --skip-memory   # seconds, for a smoke test
+    python benchmarks/rlhf_rollout.py --batch 64 --out benchmarks/results/rlhf_cuda_b64.json   # on a GPU
+    python benchmarks/rlhf_rollout.py --batch 256 --micro 32 --skip-naive --out benchmarks/results/rlhf_cuda_b256.json
+
+The device is picked automatically (``--device auto``: CUDA when available, then bf16 autocast as in training);
+timings alternate the two sides of each ratio and keep the best of ``--repeats``, so a shared machine's load
+hits both alike. On a shared CPU, ``--threads 1`` keeps torch's threads from fighting other processes.
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ import argparse
 import json
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -52,17 +57,25 @@ def sync(device: torch.device) -> None:
 
 
 def timed(fn: Any, device: torch.device, repeats: int, warmup: bool = True) -> float:
-    """Median wall time of ``repeats`` calls (after one warm-up call if ``warmup``)."""
+    """Best (minimum) wall time of ``repeats`` calls, after one warm-up call if ``warmup``."""
+    return timed_pair([fn], device, repeats, warmup)[0]
+
+
+def timed_pair(fns: list[Any], device: torch.device, repeats: int, warmup: bool = True) -> list[float]:
+    """Best-of-``repeats`` wall time of each of ``fns``, the calls alternated (a, b, a, b, ...) so that load
+    from other processes on a shared machine hits every side alike; the minimum is the least disturbed run."""
     if warmup:
-        fn()
-    times = []
+        for fn in fns:
+            fn()
+    best = [float("inf")] * len(fns)
     for _ in range(repeats):
-        sync(device)
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for j, fn in enumerate(fns):
+            sync(device)
+            t = time.perf_counter()
+            fn()
+            sync(device)
+            best[j] = min(best[j], time.perf_counter() - t)
+    return best
 
 
 def make_trainer(args: argparse.Namespace, lora: bool = False) -> RLHFTrainer:
@@ -102,8 +115,9 @@ def bench_rollout(tr: RLHFTrainer, args: argparse.Namespace) -> dict[str, float]
         g = torch.Generator(device=device).manual_seed(0)
         n = 0
         while not env.done.all():
-            x = torch.as_tensor(o["input_ids"], device=device)
-            m = torch.as_tensor(o["attention_mask"], device=device)
+            w = int(env.lengths.max())  # the longest prefix: no columns of pure padding are encoded
+            x = torch.as_tensor(o["input_ids"][:, :w], device=device)
+            m = torch.as_tensor(o["attention_mask"][:, :w], device=device)
             last = m.sum(-1) - 1  # (N,) column of each prefix's last token
             with ac():
                 logits, _, _ = policy(**model_inputs(x, m))  # (N, L, V)
@@ -113,8 +127,7 @@ def bench_rollout(tr: RLHFTrainer, args: argparse.Namespace) -> dict[str, float]
             n += 1
         steps["naive"] = n
 
-    t_ours = timed(ours, device, args.repeats)
-    t_gen = timed(generate, device, args.repeats)
+    t_ours, t_gen = timed_pair([ours, generate], device, args.repeats)
     t_naive = timed(naive, device, 1, warmup=False) if not args.skip_naive else float("nan")
     out = {
         "ours_row_steps_per_s": N * steps["ours"] / t_ours,
@@ -153,15 +166,34 @@ def bench_update(tr: RLHFTrainer, args: argparse.Namespace) -> dict[str, float]:
             loss.backward()
         plain_opt.step()
 
-    t_ppo, t_plain = timed(ppo, tr.device, args.repeats), timed(plain, tr.device, args.repeats)
+    t_ppo, t_plain = timed_pair([ppo, plain], tr.device, args.repeats)
     return {"ppo_tokens_per_s": tokens / t_ppo, "plain_tokens_per_s": tokens / t_plain,
             "ratio_ppo_vs_plain": t_plain / t_ppo, "tokens": tokens}
 
 
+def _rss_mib() -> dict[str, float]:
+    """Current (VmRSS) and peak (VmHWM) resident memory of this process, from /proc (Linux)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return {k: int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM")}
+
+
 def memory_child(args: argparse.Namespace) -> None:
+    """One PPO iteration in this (fresh) process; prints its memory as JSON. Peaks come from /proc's VmHWM, not
+    getrusage's ru_maxrss, which Linux carries over exec from the parent (it read the benchmark parent's peak,
+    the same figure for both children)."""
     tr = make_trainer(args, lora=args.memory_child == "lora")
-    tr.step()
-    out = {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    out: dict[str, float] = {}
+    if Path("/proc/self/clear_refs").exists():
+        m = _rss_mib()
+        out["rss_before_iteration_mib"], out["peak_rss_setup_mib"] = m["VmRSS"], m["VmHWM"]
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS (Linux >= 4.0)
+        tr.step()
+        out["peak_rss_iteration_mib"] = _rss_mib()["VmHWM"]  # the peak while the iteration ran
+        out["peak_rss_mib"] = max(out["peak_rss_setup_mib"], out["peak_rss_iteration_mib"])
+    else:  # no /proc: the process's peak (ru_maxrss is KiB on Linux, bytes on macOS)
+        tr.step()
+        out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin"
+                                                                                    else 1024)
     if tr.device.type == "cuda":
         out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(out))
@@ -200,7 +232,7 @@ def main() -> int:
         for kind in ("full", "lora"):
             cmd = [sys.executable, __file__, "--memory-child", kind, "--model", args.model, "--batch",
                    str(args.batch), "--new-tokens", str(args.new_tokens), "--micro", str(args.micro), "--device",
-                   args.device]
+                   args.device] + (["--threads", str(args.threads)] if args.threads else [])
             proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
             res["memory"][kind] = json.loads(proc.stdout.strip().splitlines()[-1])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -214,7 +246,11 @@ def main() -> int:
     rows.append(("PPO update vs plain LM step (tokens/s)", f"{up['ppo_tokens_per_s']:.0f} vs "
                  f"{up['plain_tokens_per_s']:.0f}", f"{up['ratio_ppo_vs_plain']:.2f}", ">= 0.6"))
     for kind, m in res.get("memory", {}).items():
-        rows.append((f"peak RSS, one PPO iteration ({kind})", f"{m['peak_rss_mib']:.0f} MiB", "", ""))
+        peak = m.get("peak_rss_iteration_mib", m["peak_rss_mib"])
+        rows.append((f"peak RSS, one PPO iteration ({kind})", f"{peak:.0f} MiB"
+                     + (f" (before it: {m['rss_before_iteration_mib']:.0f})" if "rss_before_iteration_mib" in m
+                        else "") + (f", CUDA peak {m['cuda_peak_mib']:.0f} MiB" if "cuda_peak_mib" in m else ""),
+                     "", ""))
     print(f"device: {res['device']}, model {args.model}, batch {args.batch}, {args.new_tokens} new tokens, "
           f"{res['dtype']}, {res['torch_threads']} threads")
     print("| measure | values | ratio | target |\n|---|---|---|---|")

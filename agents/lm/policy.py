@@ -170,7 +170,9 @@ class CausalLMPolicy(nn.Module):
         out = self._trunk(lm)(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                               past_key_values=past_key_values, use_cache=use_cache)
         hidden = out.last_hidden_state[:, logits_from:logits_to]  # (n, k, d)
-        logits = lm.get_output_embeddings()(hidden).float() / self.temperature  # (n, k, V)
+        logits = lm.get_output_embeddings()(hidden).float()  # (n, k, V); a no-op cast in fp32
+        if self.temperature != 1.0:
+            logits = logits.div_(self.temperature)  # in place: no second (n, k, V) copy (autograd-safe after a linear)
         if self.vocab_size < self.out_size:
             logits[..., self.vocab_size:] = float("-inf")  # padded ids: never sampled
         if self.critic is not None:

@@ -95,9 +95,16 @@ def rollout(policy: CausalLMPolicy, env: Any, *, prompts: list[Any] | None = Non
     comp_mask = torch.zeros((N, T_max), dtype=torch.long, device=device)
     final_infos: list[dict[str, Any]] = [{} for _ in range(N)]
 
+    # per step, as in transformers' generate loop: one forward over the new column with the cache, logits of the
+    # last position only, one log-softmax, one sample, one device->host copy of the actions (the env needs
+    # them), one host->device copy of the finished flags. Episode bookkeeping stays in numpy on the host, so on
+    # CUDA nothing else synchronises.
     inputs = model_inputs(prompt_ids, prompt_mask)
-    attn = prompt_mask
+    attn = torch.zeros((N, prompt_ids.shape[1] + T_max), dtype=torch.long, device=device)  # (N, P + T_max)
+    attn[:, : prompt_ids.shape[1]] = prompt_mask
+    n_real = prompt_mask.sum(-1, keepdim=True)  # (N, 1) real tokens so far: the next token's position id
     past = None
+    active_np = np.ones(N, dtype=bool)
     active = torch.ones(N, dtype=torch.bool, device=device)
     t = 0
     for t in range(T_max):
@@ -105,26 +112,30 @@ def rollout(policy: CausalLMPolicy, env: Any, *, prompts: list[Any] | None = Non
         logits, value = logits[:, -1], value[:, -1]  # (N, V), (N,)
         if greedy:
             action = logits.argmax(-1)  # (N,)
-        else:
+        else:  # torch.multinomial on softmax probs, as generate samples (cheaper on CPU than Gumbel/exponential)
             action = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)  # (N,)
-        action = torch.where(active, action, torch.full_like(action, eos))  # finished rows: ignored by the env
+        action = torch.where(active, action, eos)  # finished rows: ignored by the env
         logprobs[:, t] = torch.log_softmax(logits, -1).gather(-1, action[:, None]).squeeze(-1)
         values[:, t] = value
-        actions[active, t] = action[active]
-        comp_mask[:, t] = active.long()
+        actions[:, t] = torch.where(active, action, pad)
+        comp_mask[:, t] = active
 
-        _, reward, terminated, truncated, infos = env.step(action.cpu().numpy())
-        env_rewards[:, t] = torch.as_tensor(np.asarray(reward, dtype=np.float32), device=device) * active
-        ended = torch.as_tensor(np.asarray(terminated) | np.asarray(truncated), device=device) & active
-        for i in ended.nonzero().flatten().tolist():
+        action_np = action.cpu().numpy()
+        _, reward, terminated, truncated, infos = env.step(action_np)
+        ended_np = (terminated | truncated) & active_np
+        env_rewards[:, t] = torch.from_numpy(np.where(active_np, reward, 0.0).astype(np.float32)).to(device)
+        for i in np.flatnonzero(ended_np).tolist():
             final_infos[i] = _final_info(infos, i)
-        active = active & ~ended
-        if not bool(active.any()):
+        active_np = active_np & ~ended_np
+        if not active_np.any():
             break
+        active = torch.from_numpy(active_np).to(device, non_blocking=True)
         # next step: only the new token; its position is the number of real tokens before it
-        position = attn.sum(-1, keepdim=True)  # (N, 1)
-        attn = torch.cat([attn, active.long()[:, None]], dim=1)  # finished rows: the new column is padding
-        inputs = {"input_ids": action[:, None], "attention_mask": attn, "position_ids": position}
+        position = n_real.clone()  # (N, 1)
+        n_real += active[:, None]
+        attn[:, prompt_ids.shape[1] + t] = active  # finished rows: the new column is padding
+        inputs = {"input_ids": action[:, None], "attention_mask": attn[:, : prompt_ids.shape[1] + t + 1],
+                  "position_ids": position}
     T = t + 1
     completion_ids, comp_mask = actions[:, :T], comp_mask[:, :T]
     logprobs, values, env_rewards = logprobs[:, :T] * comp_mask, values[:, :T] * comp_mask, env_rewards[:, :T]

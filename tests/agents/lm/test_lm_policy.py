@@ -67,6 +67,24 @@ def test_temperature_divides_logits():
     torch.testing.assert_close(l2, l1 / 0.5)
 
 
+def test_temperature_gradients_match_an_out_of_place_division():
+    # forward() divides the logits by the temperature in place (no second (n, T, V) copy); the gradient must be
+    # the one of plain ``logits / temperature``
+    m = make_tiny_gpt2()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    pol = CausalLMPolicy(m, vocab_size=257, temperature=0.7)
+    batch = {"actions": ids[:, 2:], "input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    lp, _, _ = pol.evaluate(batch)
+    grads = torch.autograd.grad(lp.sum(), [p for p in m.parameters() if p.requires_grad])
+    hidden = m.transformer(input_ids=ids).last_hidden_state[:, 1:3]
+    ref = torch.log_softmax(m.lm_head(hidden) / 0.7, -1).gather(-1, ids[:, 2:, None]).sum()
+    ref_grads = torch.autograd.grad(ref, [p for p in m.parameters() if p.requires_grad], allow_unused=True)
+    torch.testing.assert_close(lp.sum(), ref)
+    for g, r in zip(grads, ref_grads):
+        if r is not None:
+            torch.testing.assert_close(g, r)
+
+
 def test_separate_critic_has_its_own_trunk():
     m = make_tiny_gpt2()
     pol = CausalLMPolicy(m, vocab_size=257, separate_critic=True, value_head_init="zeros")
