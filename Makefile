@@ -24,8 +24,12 @@ browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 # The main job: a short RLHF run on the embedded default model (progress, metrics.csv, plot.png, samples.md).
+# CPU-sized: the last 4 blocks train, 64 completions of 8 tokens per iteration. The folder is recreated each time.
+DEMO_ARGS ?= --iterations 24 --trainable-layers 4 --lr 5e-5 --max-new-tokens 8 --num-envs 64 \
+	--ppo.minibatch-size 32 --ppo.micro-batch-size 32 --ppo.n-epochs 4
 demo: setup
-	$(PY) -m agents.cli train --task TextGen-Sentiment-v0 --iterations 12 --out runs/demo
+	rm -rf runs/demo
+	$(PY) -m agents.cli train --task TextGen-Sentiment-v0 --out runs/demo $(DEMO_ARGS)
 
 # The tests CI runs: everything but the long learning runs (those are marked slow; small versions run here).
 test: setup browser

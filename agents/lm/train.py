@@ -157,9 +157,30 @@ def run(cfg: Any, resume: bool = False, model: Any = None) -> int:
         hf_tok = getattr(trainer.env.env.tokenizer, "hf", None)
         trainer.policy.save_pretrained(out / "final", tokenizer=hf_tok)
         print(f"wrote {out}/metrics.csv, plot.png, samples.md, checkpoint/, final/", file=sys.stderr)
+        summary = reward_summary(out / "metrics.csv")
+        if summary:
+            print(summary, file=sys.stderr)
     dist.barrier()
     dist.end()
     return 0
+
+
+def reward_summary(csv_path: Path) -> str | None:
+    """First vs last iteration's mean score with 95% CIs (half-widths from ``reward_ci95``), and whether the
+    intervals are disjoint: the demo's evidence that the reward rose beyond noise."""
+    import csv
+
+    rows = list(csv.DictReader(csv_path.open()))
+    if len(rows) < 2:
+        return None
+    a, b = rows[0], rows[-1]
+    ma, ca, mb, cb = (float(a["reward_mean"]), float(a["reward_ci95"]), float(b["reward_mean"]),
+                      float(b["reward_ci95"]))
+    verdict = ("rise beyond noise (95% CIs disjoint)" if mb - cb > ma + ca else
+               "drop beyond noise (95% CIs disjoint)" if mb + cb < ma - ca else "not beyond noise (95% CIs overlap)")
+    kl_max = max(float(r["kl"]) for r in rows)
+    return (f"reward: iteration {a['step']} {ma:.3f} ± {ca:.3f} -> iteration {b['step']} {mb:.3f} ± {cb:.3f}: "
+            f"{verdict}; max KL to the reference {kl_max:.2f} nats per completion")
 
 
 def main(args: argparse.Namespace) -> int:
