@@ -44,10 +44,8 @@ def main() -> int:
     code = run(cfg)
     if code:
         return code
-    from agents.lm.checkpoint import find_checkpoint, load_checkpoint
-
     trained = RLHFTrainer(cfg)
-    trained.load_state_dict(load_checkpoint(find_checkpoint(args.out)))
+    trained.load_state_dict(*trained.dist.load_state(args.out))  # (shared state, this process's RNG state)
     after = evaluate(trained, args.eval_batches)
     for name, m in (("before", before), ("after", after)):
         print(f"{name}: accuracy {m['accuracy']:.3f} +- {m['accuracy_ci95']:.3f}, mean score {m['score']:.3f} "
