@@ -60,6 +60,12 @@ class TargetTask:
         return f"TargetTask(target={self.prompt.meta['target']!r})"
 
 
+def random_letters(rng: np.random.Generator, alphabet: str, min_len: int, max_len: int) -> str:
+    """A string of ``min_len..max_len`` letters drawn uniformly from ``alphabet`` (the toy tasks' prompts)."""
+    n = int(rng.integers(min_len, max_len + 1))
+    return "".join(alphabet[i] for i in rng.integers(len(alphabet), size=n))
+
+
 class LettersTask:
     """``min_len``-``max_len`` random letters from ``alphabet``, then ``sep``; the target is the letters
     (``reverse=True``: reversed). ``gen:copy`` and ``gen:reverse``."""
@@ -73,8 +79,7 @@ class LettersTask:
         self.alphabet, self.min_len, self.max_len, self.sep, self.reverse = alphabet, min_len, max_len, sep, reverse
 
     def sample(self, rng: np.random.Generator) -> Prompt:
-        n = int(rng.integers(self.min_len, self.max_len + 1))
-        letters = "".join(self.alphabet[i] for i in rng.integers(len(self.alphabet), size=n))
+        letters = random_letters(rng, self.alphabet, self.min_len, self.max_len)
         return Prompt(letters + self.sep, {"target": letters[::-1] if self.reverse else letters})
 
     def max_prompt_tokens(self, tokenizer: Tokenizer) -> int:
@@ -101,8 +106,7 @@ class CountTask:
         self.alphabet, self.letter, self.min_len, self.max_len, self.sep = alphabet, letter, min_len, max_len, sep
 
     def sample(self, rng: np.random.Generator) -> Prompt:
-        n = int(rng.integers(self.min_len, self.max_len + 1))
-        letters = "".join(self.alphabet[i] for i in rng.integers(len(self.alphabet), size=n))
+        letters = random_letters(rng, self.alphabet, self.min_len, self.max_len)
         return Prompt(letters + self.sep, {"target": str(letters.count(self.letter))})
 
     def max_prompt_tokens(self, tokenizer: Tokenizer) -> int:
