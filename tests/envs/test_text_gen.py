@@ -277,3 +277,20 @@ def test_bad_config():
         toy_env(stop_strings=("",))
     with pytest.raises(gym.error.Error, match="TextGen-Nope"):
         gym.make("TextGen-Nope-v0")
+
+
+def test_make_sample_takes_numpy_ids_and_equals_a_plain_sample():
+    """make_sample turns any ints into Python ints; the envs' fast constructor builds a Sample equal to (and as
+    immutable as) one made by the dataclass's own __init__."""
+    from textgym.core import Prompt, Sample
+
+    env = toy_env()
+    prompt = Prompt("hello", {"k": 1})
+    s = env.make_sample(prompt, np.array([1, 2]), np.array([0, 1], dtype=np.int32))
+    assert s.completion_ids == (0, 1) and all(type(i) is int for i in s.completion_ids + s.prompt_ids)
+    plain = Sample(prompt="hello", completion=env.tokenizer.decode((0, 1)), prompt_ids=(1, 2), completion_ids=(0, 1),
+                   tokens=s.tokens, meta={"k": 1}, finished=True)
+    assert s == plain and hash(s.completion_ids) == hash(plain.completion_ids)
+    assert len(s.tokens) == 2
+    with pytest.raises(AttributeError):
+        s.completion = "x"  # frozen

@@ -224,18 +224,14 @@ class TextGenEnv(gym.Env[dict, int]):
 
     def make_sample(self, prompt: Prompt, prompt_ids: Sequence[int], completion_ids: Sequence[int],
                     finished: bool = True) -> Sample:
-        """The one place where ids become the text a scorer sees."""
-        tok = self.tokenizer
-        ids = tuple(map(int, completion_ids))
-        return Sample(
-            prompt=prompt.text,
-            completion=tok.decode(ids),
-            prompt_ids=tuple(prompt_ids),
-            completion_ids=ids,
-            tokens=tuple(map(self._token_texts.__getitem__, ids)),
-            meta=prompt.meta,
-            finished=finished,
-        )
+        """The one place where ids become the text a scorer sees (``completion_ids``: any ints, numpy's too)."""
+        return self._sample(prompt, tuple(map(int, prompt_ids)), tuple(map(int, completion_ids)), finished)
+
+    def _sample(self, prompt: Prompt, prompt_ids: tuple[int, ...], ids: tuple[int, ...],
+                finished: bool = True) -> Sample:
+        """:meth:`make_sample` for ids that are already tuples of Python ints (the envs' hot path)."""
+        return Sample._trusted(prompt.text, self.tokenizer.decode(ids), prompt_ids, ids,
+                               tuple(map(self._token_texts.__getitem__, ids)), prompt.meta, finished)
 
     def check_action(self, action: Any) -> int:
         try:
@@ -315,10 +311,10 @@ class TextGenEnv(gym.Env[dict, int]):
         reward = 0.0
         info: dict[str, Any] = {}
         if self.reward_mode == "token":
-            sample = self.make_sample(self._prompt, self._prompt_ids, self._completion, finished=done)
+            sample = self._sample(self._prompt, self._prompt_ids, tuple(self._completion), finished=done)
             reward = float(score_tokens_batch(self.scorer, [sample])[0][-1])
         if done:
-            sample = self.make_sample(self._prompt, self._prompt_ids, self._completion)
+            sample = self._sample(self._prompt, self._prompt_ids, tuple(self._completion))
             scores, parts = score_batch(self.scorer, [sample])
             score = float(scores[0])
             if self.reward_mode == "sequence":

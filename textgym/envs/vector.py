@@ -120,8 +120,9 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
         self.action_space = batch_space(env.action_space, N)
 
         L = env.max_length
-        self._input_ids = np.full((N, L), env.pad_token_id, dtype=np.int64)  # (N, L)
-        self._attention_mask = np.zeros((N, L), dtype=np.int64)  # (N, L)
+        # ids and mask in one (2, N, L) array: an observation is one copy of it
+        self._state = np.zeros((2, N, L), dtype=np.int64)
+        self._state[0] = env.pad_token_id
         self._prompt_lengths = np.zeros(N, dtype=np.int64)
         self._lengths = np.zeros(N, dtype=np.int64)
         self._done = np.zeros(N, dtype=bool)
@@ -135,18 +136,27 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
         self._rows = np.arange(N)
         self._row_starts = self._rows * L  # offsets of the rows in the flat views
         self._positions = np.arange(L)
-        self._padded: dict[tuple[int, ...], np.ndarray] = {}  # prompt ids -> (L,) row padded with pad_token_id
+        self._padded: dict[str, tuple[tuple[int, ...], np.ndarray]] = {}  # prompt text -> (ids, (L,) padded row)
+        # per-step constants as (N,) arrays: numpy's array-array ops cost a fraction of array-scalar ones here
+        self._ones = np.ones(N, dtype=np.int64)
+        # is_eos[token] for every valid id: indexing it with the actions (as uint64, so negative ids wrap to huge
+        # ones) both finds EOS and range-checks the actions (IndexError) in one operation
+        self._is_eos = np.zeros(env.vocab_size, dtype=bool)
+        self._is_eos[env.eos_token_id] = True
+        self._any_done = False  # is any env done? (kept in step/reset; saves a count on the hot path)
         self._make_views()
 
     def _make_views(self) -> None:
         """Views of the state arrays: read-only ones for users, flat ones for the step (rebuilt after unpickling,
         which would otherwise turn views into copies)."""
+        self._input_ids, self._attention_mask = self._state[0], self._state[1]  # (N, L) each
         self._views = {k: _read_only(getattr(self, "_" + k)) for k in
                        ("input_ids", "attention_mask", "prompt_lengths", "lengths", "done", "scores")}
         self._flat_ids, self._flat_mask = self._input_ids.reshape(-1), self._attention_mask.reshape(-1)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_views", "_flat_ids", "_flat_mask")}
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("_views", "_flat_ids", "_flat_mask", "_input_ids", "_attention_mask")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -232,16 +242,23 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
         env = self.env
         texts, lengths, masks, rows = [], [], [], []
         prompts_, prompt_ids_, rngs = self._prompts, self._prompt_ids, self._rngs
+        draw = prompts is None and not (options and "prompt" in options)  # the usual case: draw from the set
+        source, padded = env.prompt_source, self._padded
         for i in idx.tolist():
-            opts = {**options, "prompt": prompts[i]} if prompts is not None else options
-            prompt = env.resolve_prompt(opts, rngs[i])
-            ids = env.encode_prompt(prompt)
-            row = self._padded.get(ids)
-            if row is None:  # the prompt's ids padded to L, cached (prompt sets repeat)
+            if draw:
+                prompt = source.sample(rngs[i])  # what resolve_prompt does here, minus its option checks
+            else:
+                opts = {**options, "prompt": prompts[i]} if prompts is not None else options
+                prompt = env.resolve_prompt(opts, rngs[i])
+            hit = padded.get(prompt.text)
+            if hit is None:  # the prompt's ids, and its row padded to L; cached (prompt sets repeat)
+                ids = env.encode_prompt(prompt)
                 row = np.full(env.max_length, env.pad_token_id, dtype=np.int64)
                 row[: len(ids)] = ids
-                if len(self._padded) < 10_000:
-                    self._padded[ids] = row
+                hit = (ids, row)
+                if len(padded) < 10_000:
+                    padded[prompt.text] = hit
+            ids, row = hit
             rows.append(row)
             prompts_[i], prompt_ids_[i] = prompt, ids
             texts.append(prompt.text)
@@ -254,6 +271,7 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
         self._prompt_lengths[idx] = self._lengths[idx] = n
         self._end_at[idx] = n + env.max_new_tokens
         self._done[idx] = self._autoreset[idx] = False
+        self._any_done = bool(np.count_nonzero(self._done))
         self._scores[idx] = np.nan
         # the same infos as SyncVectorEnv gathers from TextGenEnv.reset: {"prompt", "prompt_length"[, "action_mask"]}
         self._put_info(infos, "prompt", idx, texts, object)
@@ -267,13 +285,13 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
         arr = infos.get(key)
         if arr is None:
             if dtype is object:
-                arr = np.full(self.num_envs, None, dtype=object)
+                arr = np.empty(self.num_envs, dtype=object)  # all None
             else:
-                shape = np.shape(values[0]) if len(values) else ()
-                arr = np.zeros((self.num_envs, *shape), dtype=dtype)
+                values = np.asarray(values, dtype=dtype)
+                arr = np.zeros((self.num_envs, *values.shape[1:]), dtype=dtype)
             infos[key], infos["_" + key] = arr, np.zeros(self.num_envs, dtype=bool)
         if dtype is object:
-            for i, v in zip(idx, values):
+            for i, v in zip(idx.tolist(), values):
                 arr[i] = v
         else:
             arr[idx] = values
@@ -288,8 +306,7 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
         infos: dict[str, Any] = {}
 
         # the envs that step now: all but the finished ones (disabled mode) and those that reset (next_step mode)
-        # (np.count_nonzero: a fraction of the cost of .any() on small arrays; this is the hot path)
-        if np.count_nonzero(self._done):
+        if self._any_done:
             resetting = np.flatnonzero(self._autoreset)
             if resetting.size:
                 self._reset_envs(resetting, None, None, infos)
@@ -303,28 +320,33 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
         a = np.asarray(actions)
         if a.dtype.kind in "iu" and a.shape == (N,):  # the fast path of _check_actions
             a = (a if idx is self._rows else a[idx]).astype(np.int64)  # (n,) a copy: the caller may reuse theirs
-            if np.count_nonzero(a.view(np.uint64) >= env.vocab_size):  # negative ids wrap to huge unsigned ones
-                self._check_actions(actions, idx)  # raises, naming the first bad action
         else:
             a = self._check_actions(actions, idx)
+        try:
+            eos = self._is_eos[a.view(np.uint64)]  # (n,) and the range check: negative ids wrap to huge ones
+        except IndexError:
+            self._check_actions(actions, idx)  # raises, naming the first bad action
+            raise
 
         # append the tokens: one fancy-indexed write for all active envs
         # (through flat views: 1-D fancy indexing costs a fraction of 2-D fancy indexing at these sizes)
         if idx is self._rows:  # all envs step: no gathers
             pos, end_at = self._lengths, self._end_at
             flat = self._row_starts + pos
+            self._flat_ids[flat] = a
+            self._flat_mask[flat] = self._ones
+            pos += self._ones
         else:
             pos, end_at = self._lengths[idx], self._end_at[idx]
             flat = idx * env.max_length + pos
-        self._flat_ids[flat] = a
-        self._flat_mask[flat] = 1
-        pos += 1
-        if idx is not self._rows:
+            self._flat_ids[flat] = a
+            self._flat_mask[flat] = 1
+            pos += 1
             self._lengths[idx] = pos
 
         # episode end: EOS, a stop string, the budget (reasons in the order of TextGenEnv.step)
-        eos = a == env.eos_token_id
-        ended = eos | (pos >= end_at)
+        ended = pos >= end_at
+        ended |= eos
         if env.stop_strings:
             stop = np.array([not e and env.hits_stop(self._completion(i)) for i, e in zip(idx, eos)], dtype=bool)
             ended |= stop
@@ -337,13 +359,22 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
         if any_ended:
             fin = idx[ended]
             self._done[fin] = True
-            samples = [env.make_sample(self._prompts[i], self._prompt_ids[i], self._completion(i)) for i in fin]
+            self._any_done = True
+            # the completions of the finished envs from one gather + tolist (not one slice per env)
+            rows = self._input_ids[fin].tolist()
+            starts, ends = self._prompt_lengths[fin].tolist(), pos[ended].tolist()
+            prompts_, prompt_ids_ = self._prompts, self._prompt_ids
+            samples = [env._sample(prompts_[i], prompt_ids_[i], tuple(row[p:e]))
+                       for i, row, p, e in zip(fin.tolist(), rows, starts, ends)]
             scores, parts = score_batch(env.scorer, samples)
             self._scores[fin] = scores
             if env.reward_mode == "sequence":
                 rewards[fin] = scores
-            why = np.where(eos[ended], "eos", np.where(stop[ended], "stop", "budget") if env.stop_strings
-                           else "budget")
+            if env.stop_strings:
+                why = ["eos" if e else "stop" if st else "budget"
+                       for e, st in zip(eos[ended].tolist(), stop[ended].tolist())]
+            else:
+                why = ["eos" if e else "budget" for e in eos[ended].tolist()]
             # the same infos as TextGenEnv.step gives at an episode's end
             self._put_info(infos, "prompt", fin, [x.prompt for x in samples], object)
             self._put_info(infos, "completion", fin, [x.completion for x in samples], object)
@@ -353,8 +384,8 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
                 self._put_info(sub, name, fin, np.asarray(v, dtype=np.float64), np.float64)
             infos["_score_parts"] = infos.get("_score_parts", np.zeros(N, dtype=bool))
             infos["_score_parts"][fin] = True
-            self._put_info(infos, "end_reason", fin, [str(r) for r in why], object)
-            self._put_info(infos, "completion_length", fin, [len(x.completion_ids) for x in samples], np.int64)
+            self._put_info(infos, "end_reason", fin, why, object)
+            self._put_info(infos, "completion_length", fin, [e - p for p, e in zip(starts, ends)], np.int64)
         if env._action_mask_fn is not None:
             going = idx[~ended]
             if going.size:
@@ -391,7 +422,8 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
         return a
 
     def _obs(self) -> dict[str, np.ndarray]:
-        return {"input_ids": self._input_ids.copy(), "attention_mask": self._attention_mask.copy()}
+        state = self._state.copy()  # one copy of ids + mask; the two arrays do not overlap
+        return {"input_ids": state[0], "attention_mask": state[1]}
 
     def render(self) -> tuple[str, ...] | None:
         """``"ansi"``: one line per env (prompt│completion); ``"human"``: prints them."""
