@@ -137,3 +137,43 @@ def test_export_loads_in_plain_transformers(tmp_path):
     ids = torch.tensor([[1, 2, 3]])
     torch.testing.assert_close(loaded(ids).logits, pol.model(ids).logits)
     assert (tmp_path / "export" / "value_head.pt").exists()
+
+
+def test_lora_export_merges_the_adapter_into_a_plain_model(tmp_path):
+    pytest.importorskip("peft")
+    from agents.lm.policy import apply_lora
+
+    pol = apply_lora(CausalLMPolicy(make_tiny_gpt2(), vocab_size=257), r=4, alpha=8)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # lora_B starts at zero (a no-op adapter): give it weights
+        for name, p in pol.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    inputs = model_inputs(ids, torch.ones_like(ids))
+    with torch.no_grad():
+        lora_logits = pol(**inputs)[0]  # the policy's own forward (trunk + output layer), adapter on
+        with pol.model.disable_adapter():
+            base_logits = pol(**inputs)[0]
+    assert not torch.allclose(lora_logits, base_logits, atol=1e-3)  # the adapter is not a no-op
+
+    folder = pol.save_pretrained(tmp_path / "export")
+    names = {p.name for p in folder.iterdir()}
+    assert "config.json" in names and "model.safetensors" in names and "value_head.pt" in names
+    assert not any(n.startswith("adapter_") for n in names), names  # no peft adapter files
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert not any("lora" in k or k.startswith("base_model.") for k in keys), keys  # plain transformers keys
+
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    assert not hasattr(loaded, "peft_config")
+    with torch.no_grad():
+        exported = loaded(ids).logits
+    torch.testing.assert_close(exported, lora_logits, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(exported, base_logits, atol=1e-3)
+    with torch.no_grad():  # exporting merged a copy: the policy still has its adapter, unmerged
+        torch.testing.assert_close(pol(**inputs)[0], lora_logits)
+        with pol.model.disable_adapter():
+            torch.testing.assert_close(pol(**inputs)[0], base_logits)
