@@ -157,7 +157,7 @@ def run(s: Settings, log: Any = print) -> dict[str, Any]:
 
     # 4. PPO against the reward model
     cfg = RLHFConfig(task="TextGen-v0", tokenizer=TOKENIZER, prompts=str(write_prompts(s.out)),
-                     scorer={"name": "reward-model", "path": str(rm_dir)},  # type: ignore[arg-type]
+                     scorer={"name": "reward-model", "path": str(rm_dir)},
                      out=str(s.out / "rlhf"), iterations=s.iterations, seed=s.seed, num_envs=s.num_envs,
                      max_new_tokens=s.max_new_tokens, lr=s.lr, device="cpu", num_threads=1,
                      tensorboard=False, progress=False,

@@ -1,7 +1,8 @@
 """Command lines generated from dataclasses: one field, one flag, the field's docstring as its help.
 
 A field's doc is the string literal right after it (as in CleanRL's ``Args``); :func:`field_docs` reads
-those from the source.
+those from the source. A field whose type admits a ``dict`` (``str | dict | None``) takes a JSON object on the
+command line (``--scorer '{"name": "length", "target": 8}'``); other text stays a string.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import json
 import textwrap
 import types
 import typing
@@ -54,6 +56,27 @@ def _parse_optional(conv: Any) -> Any:
     return f
 
 
+def _admits_dict(tp: Any) -> bool:
+    """Whether a field type is ``dict`` or a union with a ``dict`` in it (``str | dict | None``)."""
+    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    return any(a is dict or typing.get_origin(a) is dict for a in args)
+
+
+def _parse_json_object(s: str) -> Any:
+    """A JSON object (``{...}``) becomes a dict; other text stays a string (a name, a path)."""
+    if not s.lstrip().startswith("{"):
+        return s
+    try:
+        value = json.loads(s)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(
+            f"{s!r} is not valid JSON ({e}); write an object with double-quoted keys and strings, in single "
+            "quotes for the shell: '{\"name\": \"length\", \"target\": 8}'") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{s!r} is not a JSON object")
+    return value
+
+
 def _parse_bool(s: str) -> bool:
     if s.lower() in ("1", "true", "yes", "on"):
         return True
@@ -80,7 +103,10 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, prefix: str =
         help_ = docs.get(f.name, "")
         help_ = f"{help_} (default: {default})" if help_ else f"(default: {default})"
         dest = f"{prefix}{f.name}".replace(".", "__")
-        if tp is bool:
+        if _admits_dict(hints[f.name]):
+            conv = _parse_optional(_parse_json_object) if optional else _parse_json_object
+            parser.add_argument(flag, type=conv, default=argparse.SUPPRESS, dest=dest, help=help_)
+        elif tp is bool:
             parser.add_argument(flag, type=_parse_bool, default=argparse.SUPPRESS, dest=dest, metavar="BOOL",
                                 help=help_)
         elif tp in (int, float, str):

@@ -36,6 +36,7 @@ import torch
 from agents.lm.policy import CausalLMPolicy, apply_lora, model_inputs, train_only_last_layers
 from agents.lm.rollout import Rollout, rollout
 from agents.ppo.core import PPOUpdateConfig, masked_mean, ppo_update, sequence_gae
+from textgym.scorers import scorer_spec
 
 if TYPE_CHECKING:
     from agents.distributed import Dist
@@ -84,8 +85,10 @@ class RLHFConfig:
     """tokenizer override (None: the task's for the default model, else the model's own folder)"""
     prompts: str | None = None
     """prompt source override (a file, 'builtin:NAME' or 'gen:NAME'; None: the task's)"""
-    scorer: str | None = None
-    """scorer override (a scorer name; None: the task's)"""
+    scorer: str | dict[str, Any] | None = None
+    """scorer override (None: the task's): a name ('vader'), 'reward-model:PATH' (a reward model folder written
+    by `textgym train-rm`), or a JSON object of a name and its arguments, e.g. '{"name": "reward-model", "path":
+    "rm/", "device": "cuda"}'"""
     num_envs: int = 32
     """completions per iteration (the rollout batch)"""
     max_new_tokens: int | None = 16
@@ -190,6 +193,10 @@ def validate(cfg: RLHFConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise ValueError(msg)
+    if cfg.scorer is not None:
+        if not isinstance(cfg.scorer, (str, dict)):
+            raise ValueError(f"scorer must be a name, 'reward-model:PATH' or a dict with 'name', got {cfg.scorer!r}")
+        scorer_spec(cfg.scorer)  # before any model is loaded: says what to write
 
 
 # --------------------------------------------------------------------------------------------------------

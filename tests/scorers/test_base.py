@@ -78,3 +78,25 @@ def test_make_scorer_bad_input():
         make_scorer({"target": "ab"})
     with pytest.raises(TypeError, match="cannot make a scorer"):
         make_scorer(3)
+
+
+def test_scorer_spec_shorthand_and_errors_say_what_to_write():
+    from textgym.scorers import scorer_spec
+
+    assert scorer_spec("vader") == "vader"
+    assert scorer_spec("reward-model:runs/rm") == {"name": "reward-model", "path": "runs/rm"}
+    assert scorer_spec("reward-model:C:/rm") == {"name": "reward-model", "path": "C:/rm"}  # first colon only
+    assert scorer_spec({"name": "length", "target": 8}) == {"name": "length", "target": 8}
+    write_rm = r"write 'reward-model:PATH' or \{\"name\": \"reward-model\", \"path\": \"PATH\"\}"
+    with pytest.raises(ValueError, match=r"missing a required argument: 'path'.*" + write_rm):
+        scorer_spec("reward-model")
+    with pytest.raises(ValueError, match="lacks its path: write 'reward-model:PATH'"):
+        scorer_spec("reward-model:")
+    with pytest.raises(ValueError, match="'NAME:VALUE' form exists only as 'reward-model:PATH'"):
+        scorer_spec("vader:x")
+    with pytest.raises(ValueError, match=r"unexpected keyword argument 'x' \(it takes target, unit\)"):
+        scorer_spec({"name": "length", "x": 1})
+    with pytest.raises(ValueError, match="unknown scorer 'nope'; available"):
+        scorer_spec({"name": "nope"})
+    with pytest.raises(ValueError, match="missing a required argument: 'path'"):
+        make_scorer("reward-model")  # make_scorer checks the same way (a ValueError, not the constructor's)

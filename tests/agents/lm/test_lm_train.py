@@ -11,9 +11,12 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from agents.cli import build_parser  # noqa: E402
 from agents.cli import main as cli  # noqa: E402
 from agents.lm.checkpoint import find_checkpoint, load_checkpoint  # noqa: E402
+from agents.lm.rlhf import RLHFConfig  # noqa: E402
 from tests.conftest import make_tiny_gpt2  # noqa: E402
+from textgym.config import dataclass_from_args  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +109,41 @@ def test_config_json_records_the_flags(tiny_dir, tmp_path):
     assert cli(argv(tiny_dir, out, 1, "--kl-estimator", "k3", "--missing-eos-penalty", "1.0")) == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["kl_estimator"] == "k3" and cfg["missing_eos_penalty"] == 1.0 and cfg["ppo"]["n_epochs"] == 2
+
+
+def test_train_against_a_reward_model_from_the_cli(tiny_dir, tmp_path, capsys):
+    """The documented workflow: `textgym train-rm DB --out RM`, then `textgym train --scorer reward-model:RM`."""
+    from tests.human.conftest import scripted_score, synthetic_samples
+    from textgym.human.reward_model import RewardModelScorer
+    from textgym.human.store import RatingStore
+
+    store = RatingStore(tmp_path / "ratings.db")
+    rows_ = synthetic_samples(n_prompts=4, per_prompt=3)
+    for i, row in zip(store.add_samples(rows_), rows_):
+        store.add_rating(i, "script", score=scripted_score(row["completion"]))
+    store.close()
+    rm = tmp_path / "rm"
+    assert cli(["train-rm", str(tmp_path / "ratings.db"), "--out", str(rm), "--backbone", "tiny", "--steps", "2",
+                "--max-length", "32"]) == 0
+
+    out = tmp_path / "run"
+    assert cli(argv(tiny_dir, out, 1, "--scorer", f"reward-model:{rm}", "--tensorboard", "false")) == 0
+    assert json.loads((out / "config.json").read_text())["scorer"] == f"reward-model:{rm}"
+    assert len(rows(out / "metrics.csv")) == 1
+    # the scores of the run are the reward model's
+    before = json.loads((out / "samples_before.json").read_text())
+    from textgym.core import Sample
+
+    expected = RewardModelScorer(rm).score([Sample(s["prompt"], s["completion"]) for s in before])
+    assert [s["score"] for s in before] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert len(set(expected.round(6).tolist())) > 1  # not a constant: the model reads the text
+
+    # the JSON form reaches the config as a dict; bad specs stop before any model is loaded, saying what to write
+    args = build_parser("train").parse_args(argv(tiny_dir, out, 1, "--scorer", f'{{"name": "reward-model", '
+                                                                               f'"path": "{rm}"}}'))
+    assert dataclass_from_args(RLHFConfig, args).scorer == {"name": "reward-model", "path": str(rm)}
+    capsys.readouterr()
+    assert cli(argv(tmp_path / "no-model", tmp_path / "x", 1, "--scorer", "reward-model")) == 2
+    assert "write 'reward-model:PATH' or {\"name\": \"reward-model\", \"path\": \"PATH\"}" in capsys.readouterr().err
+    assert cli(argv(tiny_dir, tmp_path / "y", 1, "--scorer", f"reward-model:{tmp_path / 'nothing'}")) == 2
+    assert "not a textgym reward model folder" in capsys.readouterr().err
