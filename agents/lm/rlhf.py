@@ -343,34 +343,6 @@ def sampling_seed(seed: int, iteration: int, env_index: int) -> int:
     return int(np.random.SeedSequence([seed, iteration, env_index]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-class RowSeededSampler:
-    """Wraps a :class:`CausalLMPolicy` for :func:`agents.lm.rollout.rollout` with ``greedy=True`` so that row
-    ``i`` samples from its own generator: the logits handed to the rollout are ``log p + Gumbel noise``, whose
-    argmax is a sample of ``p`` (the Gumbel-max trick), and the true ``log p`` of each chosen token is recorded
-    in :attr:`logprobs`. The noise of row ``i`` comes from ``generators[i]`` only, so a row's tokens do not
-    depend on the other rows of its batch.
-    """
-
-    def __init__(self, policy: CausalLMPolicy, row_seeds: list[int], device: torch.device) -> None:
-        self.policy = policy
-        self.generators = [torch.Generator(device=device).manual_seed(s) for s in row_seeds]
-        self.logprobs: list[torch.Tensor] = []  # one (N,) per step
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.policy, name)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        logits, value, past = self.policy(*args, **kwargs)
-        logp = torch.log_softmax(logits[:, -1].float(), -1)  # (N, V), the temperature is in the logits
-        # Exp(1) noise in float64 (a float32 draw of exactly 0 would make log q = -inf: certain selection)
-        q = torch.stack([torch.empty(logp.shape[-1], dtype=torch.float64, device=logp.device).exponential_(
-            generator=g) for g in self.generators]).clamp_min(1e-300)  # (N, V)
-        noisy = logp.double() - q.log()  # argmax(log p - log q) ~ Categorical(p)
-        action = noisy.argmax(-1)  # (N,), what the rollout's argmax will pick
-        self.logprobs.append(logp.gather(-1, action[:, None]).squeeze(-1))
-        return noisy[:, None].to(logits.dtype), value, past
-
-
 # --------------------------------------------------------------------------------------------------------
 # the trainer
 # --------------------------------------------------------------------------------------------------------
@@ -487,22 +459,16 @@ class RLHFTrainer:
     def collect(self, seed: int | list[int] | None = None, greedy: bool = False, prompts: list[Any] | None = None,
                 row_seeds: list[int] | None = None) -> Rollout:
         """Roll out this process's envs. ``seed``: the env reset seed (an int seeds env i with ``seed + i``, a list
-        one seed per env); ``row_seeds``: one token-sampling seed per env (:class:`RowSeededSampler`), else the
-        tokens come from ``self.sample_generator``."""
+        one seed per env); ``row_seeds``: one token-sampling seed per env (row i's tokens from its own CPU
+        generator, see :func:`agents.lm.rollout.sample_tokens`), else the tokens come from
+        ``self.sample_generator``."""
         self.policy.eval()
-        if row_seeds is None or greedy:
-            with self._maybe_autocast():
-                return rollout(self.policy, self.env, prompts=prompts, seed=seed, greedy=greedy,  # type: ignore[arg-type]
-                               generator=self.sample_generator)
-        sampler = RowSeededSampler(self.policy, row_seeds, self.device)
+        generator: Any = self.sample_generator
+        if row_seeds is not None and not greedy:
+            generator = [torch.Generator().manual_seed(s) for s in row_seeds]
         with self._maybe_autocast():
-            r = rollout(sampler, self.env, prompts=prompts, seed=seed, greedy=True)  # type: ignore[arg-type]
-        T = r.completion_ids.shape[1]
-        if len(sampler.logprobs) != T:  # the rollout must call the policy once per token for the noise to apply
-            raise RuntimeError(f"row-seeded sampling: the rollout called the policy {len(sampler.logprobs)} times for "
-                               f"{T} tokens; agents/lm/rollout.py changed how it calls the policy")
-        r.logprobs = torch.stack(sampler.logprobs, 1).to(r.logprobs.dtype) * r.completion_mask  # (N, T)
-        return r
+            return rollout(self.policy, self.env, prompts=prompts, seed=seed, greedy=greedy,  # type: ignore[arg-type]
+                           generator=generator)
 
     def step(self) -> dict[str, float]:
         """One RLHF iteration; returns the metrics logged for it (global over every process's envs)."""

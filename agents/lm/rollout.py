@@ -11,6 +11,7 @@ Layout of the result (see :mod:`agents.lm.policy`): prompts left-padded to ``P``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,29 @@ class Rollout:
         return self.completion_mask.sum(-1)  # (N,)
 
 
+def sample_tokens(logits: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator] | None = None
+                  ) -> torch.Tensor:
+    """One token per row of ``logits`` (N, V), drawn from ``softmax(logits)`` by inverse-CDF sampling.
+
+    One uniform number per row: from ``generator`` (on the logits' device), or, with a sequence of N CPU
+    generators, row ``i``'s from ``generator[i]`` alone, so that a row's tokens do not depend on the other rows
+    of its batch (how RLHF training seeds each env, and why 1 and N processes draw the same tokens).
+    ``torch.multinomial`` draws V exponentials per row instead: at V = 49 152 on one CPU thread, 10 ms per step
+    at batch 8 and 80 ms at batch 64, against 0.7 and 7 ms here. The cumulative sum is in float64, so tokens
+    with probabilities down to ~1e-15 keep their share; tokens of probability 0 (masked logits) are never drawn.
+    """
+    N, V = logits.shape
+    cdf = torch.softmax(logits.float(), -1).cumsum(-1, dtype=torch.float64)  # (N, V)
+    if isinstance(generator, Sequence):
+        if len(generator) != N:
+            raise ValueError(f"got {len(generator)} generators for {N} rows; pass one per row or a single one")
+        u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generator]).to(cdf.device)
+    else:
+        u = torch.rand(N, generator=generator, dtype=torch.float64, device=cdf.device)
+    u = (u * cdf[:, -1])[:, None]  # (N, 1) in [0, total): the total is 1 up to rounding
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_max(V - 1)  # first index with cdf > u
+
+
 def _final_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
     """Row ``i`` of a vector env's info dict (gymnasium's ``{key: array, _key: bool array}`` layout)."""
     out = {}
@@ -71,11 +95,12 @@ def _final_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
 
 @torch.no_grad()
 def rollout(policy: CausalLMPolicy, env: Any, *, prompts: list[Any] | None = None, seed: int | None = None,
-            greedy: bool = False, generator: torch.Generator | None = None) -> Rollout:
+            greedy: bool = False, generator: torch.Generator | Sequence[torch.Generator] | None = None) -> Rollout:
     """Reset ``env`` (a ``BatchedTextGenEnv`` in ``autoreset_mode="disabled"``) and step it until every row
     has finished, sampling each token from ``policy`` (or taking the argmax with ``greedy=True``).
 
-    ``prompts`` (optional) go to ``env.reset(options={"prompts": prompts})``; ``generator`` drives sampling.
+    ``prompts`` (optional) go to ``env.reset(options={"prompts": prompts})``; ``generator`` drives sampling
+    (:func:`sample_tokens`): one generator, or one CPU generator per row (each row's tokens from its own).
     """
     base = env.env  # the TextGenEnv holding tokenizer, budget and ids
     policy.check_action_size(base.action_size)
@@ -112,8 +137,8 @@ def rollout(policy: CausalLMPolicy, env: Any, *, prompts: list[Any] | None = Non
         logits, value = logits[:, -1], value[:, -1]  # (N, V), (N,)
         if greedy:
             action = logits.argmax(-1)  # (N,)
-        else:  # torch.multinomial on softmax probs, as generate samples (cheaper on CPU than Gumbel/exponential)
-            action = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)  # (N,)
+        else:
+            action = sample_tokens(logits, generator)  # (N,)
         action = torch.where(active, action, eos)  # finished rows: ignored by the env
         logprobs[:, t] = torch.log_softmax(logits, -1).gather(-1, action[:, None]).squeeze(-1)
         values[:, t] = value

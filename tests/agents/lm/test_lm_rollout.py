@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from agents.lm.policy import CausalLMPolicy  # noqa: E402
-from agents.lm.rollout import rollout  # noqa: E402
+from agents.lm.rollout import rollout, sample_tokens  # noqa: E402
 from tests.conftest import make_tiny_gpt2  # noqa: E402
 from textgym.envs.vector import BatchedTextGenEnv  # noqa: E402
 
@@ -110,3 +110,32 @@ def test_final_infos_carry_score_parts():
     r = rollout(pol, char_env(), prompts=PROMPTS, generator=torch.Generator().manual_seed(1))
     assert all("score" in i and "end_reason" in i for i in r.infos)
     assert all(isinstance(i.get("score_parts"), dict) for i in r.infos)
+
+
+def test_sample_tokens_draws_from_the_softmax():
+    """Inverse-CDF sampling: the frequencies match softmax(logits) (a chi-square test), masked (-inf) tokens are
+    never drawn, and the same generator state gives the same tokens."""
+    logits = torch.tensor([0.0, 1.0, 2.0, float("-inf"), 0.5, -3.0])
+    n = 100_000
+    a = sample_tokens(logits.expand(n, -1), torch.Generator().manual_seed(0))
+    counts = torch.bincount(a, minlength=6).double()
+    p = torch.softmax(logits.double(), -1)
+    assert counts[3] == 0
+    keep = p > 0
+    expected = p[keep] * n
+    chi2 = float(((counts[keep] - expected) ** 2 / expected).sum())
+    assert chi2 < 18.47  # the chi-square distribution's 0.999 quantile at 4 degrees of freedom
+    b = sample_tokens(logits.expand(n, -1), torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+
+
+def test_sample_tokens_per_row_generators_make_rows_independent():
+    """With one generator per row, a row's token depends on its own generator only, not on the rows beside it
+    (what lets 1 and N processes draw the same tokens)."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 50, generator=g)
+    together = sample_tokens(logits, [torch.Generator().manual_seed(s) for s in range(6)])
+    alone = [int(sample_tokens(logits[i:i + 1], [torch.Generator().manual_seed(i)])[0]) for i in range(6)]
+    assert together.tolist() == alone
+    with pytest.raises(ValueError, match="2 generators for 6 rows"):
+        sample_tokens(logits, [torch.Generator(), torch.Generator()])
