@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from agents.ppo.core import PPOUpdateConfig, compute_gae, ppo_update
+from agents.ppo.core import PPOUpdateConfig, ppo_update
+from agents.ppo.optim import FlatAdam
 from agents.ppo.policies import make_policy
 
 SCHEDULES = ("constant", "linear")
@@ -83,7 +84,8 @@ class PPOConfig:
     adam_eps: float = 1e-5
     """Adam epsilon (1e-5: SB3 and CleanRL, not torch's 1e-8)"""
     adam_fused: bool = False
-    """torch's fused Adam kernel: the same update up to rounding, faster (about 1.2x on CartPole, 1 CPU thread)"""
+    """torch's fused Adam kernel: the same update up to float32 rounding; False: torch's plain Adam (SB3's), bit for
+    bit, computed in one flat update (:class:`agents.ppo.optim.FlatAdam`, about as fast as the fused kernel)"""
     use_action_mask: bool = True
     """mask invalid actions when the env gives info['action_mask']"""
     seed: int = 0
@@ -262,10 +264,20 @@ def rollout_gae(rewards: np.ndarray, values: np.ndarray, last_value: np.ndarray,
     stops the recursion (see :func:`agents.ppo.core.compute_gae`). With same-step autoreset the truncation
     bootstrap is already in ``rewards`` and ``terminated == dones`` (SB3's ``compute_returns_and_advantage``,
     checked in ``tests/agents/test_sb3_parity.py``); with next-step autoreset ``values[t + 1]`` is V(final
-    observation) and ``terminated`` holds true terminations only."""
+    observation) and ``terminated`` holds true terminations only.
+
+    The recursion runs in numpy: :func:`agents.ppo.core.compute_gae`'s operations in the same order and dtype
+    (float32; Python floats cast to it), so the same numbers, at a fraction of torch's per-operation cost on
+    ``(N,)`` rows."""
     next_values = np.concatenate([values[1:], last_value[None]], 0)  # V of the obs after each step
-    return compute_gae(torch.from_numpy(rewards), torch.from_numpy(values), torch.from_numpy(next_values),
-                       torch.from_numpy(1.0 - terminated), torch.from_numpy(1.0 - dones), gamma, gae_lambda)
+    next_nonterminal, episode_continues = 1.0 - terminated, 1.0 - dones
+    advantages = np.zeros_like(rewards)
+    last = np.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        delta = rewards[t] + gamma * next_nonterminal[t] * next_values[t] - values[t]
+        last = delta + gamma * gae_lambda * episode_continues[t] * last
+        advantages[t] = last
+    return torch.from_numpy(advantages), torch.from_numpy(advantages + values)
 
 
 class PPOAgent:
@@ -295,8 +307,11 @@ class PPOAgent:
                                       activation=cfg.activation, ortho_init=cfg.ortho_init,
                                       token_arch=cfg.token_arch, d_model=cfg.d_model,
                                       n_layers=cfg.n_layers).to(self.device)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps,
-                                          fused=cfg.adam_fused or None)
+        if cfg.adam_fused:
+            self.optimizer: torch.optim.Adam = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate,
+                                                                eps=cfg.adam_eps, fused=True)
+        else:  # torch's plain Adam (SB3's), bit for bit, in one flat update
+            self.optimizer = FlatAdam(self.policy.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps)
         self.sample_gen = torch.Generator(device=self.device).manual_seed(cfg.seed)  # action samples
         self.batch_gen = torch.Generator().manual_seed(cfg.seed + 1)  # minibatch order
         self.num_timesteps = 0
@@ -419,19 +434,23 @@ class PPOAgent:
                 actions[step], logprobs[step], values[step] = action_np, logprob.cpu().numpy(), value.cpu().numpy()
                 obs, reward, term, trunc, info = envs.step(action_np)
                 done = term | trunc
+                reward = np.asarray(reward, np.float32)
                 if next_step:  # the step after a done is a reset step: action ignored, not a transition
                     valid[step] = ~self._prev_done
                     self._prev_done = done
-                reward = np.asarray(reward, np.float32)
-                v = valid[step].astype(bool)
-                self._ep_ret += reward * v
-                self._ep_len += v
-                for i in np.flatnonzero(done):
-                    self.episodes.append((self.num_timesteps + (step + 1) * N, float(self._ep_ret[i]),
-                                          int(self._ep_len[i])))
-                    recent.append(float(self._ep_ret[i]))
-                    recent_len.append(int(self._ep_len[i]))
-                self._ep_ret[done], self._ep_len[done] = 0.0, 0
+                    v = valid[step].astype(bool)
+                    self._ep_ret += reward * v
+                    self._ep_len += v
+                else:  # same-step autoreset: every step is a transition (valid stays 1)
+                    self._ep_ret += reward
+                    self._ep_len += 1
+                if done.any():
+                    for i in np.flatnonzero(done):
+                        self.episodes.append((self.num_timesteps + (step + 1) * N, float(self._ep_ret[i]),
+                                              int(self._ep_len[i])))
+                        recent.append(float(self._ep_ret[i]))
+                        recent_len.append(int(self._ep_len[i]))
+                    self._ep_ret[done], self._ep_len[done] = 0.0, 0
                 if cfg.bootstrap_truncation and not next_step and trunc.any():
                     # same-step autoreset: obs is the reset one; bootstrap from info["final_obs"] (as SB3)
                     idx = np.flatnonzero(trunc & ~term)

@@ -23,32 +23,49 @@ import torch
 # --------------------------------------------------------------------------------------------------------
 # masked statistics (padding never counts)
 # --------------------------------------------------------------------------------------------------------
-def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (x * mask).sum()
+# ``mask=None`` means every entry counts: the same numbers as an all-ones mask (``x * 1 == x`` and the count is
+# exact), without the products. :func:`ppo_update` passes None when the whole batch is valid.
+def _count(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The number of entries that count, clamped to >= 1, as a tensor (``mask.sum().clamp_min(1)``)."""
+    return mask.sum().clamp_min(1) if mask is not None else x.new_tensor(float(max(x.numel(), 1)))
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_sum(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return x.sum() if mask is None else (x * mask).sum()
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean of ``x`` where ``mask`` is 1; 0 when the mask is empty."""
-    return (x * mask).sum() / mask.sum().clamp_min(1)
+    return masked_sum(x, mask) / _count(x, mask)
 
 
-def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
-    if unbiased:
-        n = mask.sum()
-        var = var * n / (n - 1).clamp_min(1)  # Bessel's correction, as torch.std and TRL do
+def masked_var(x: torch.Tensor, mask: torch.Tensor | None, unbiased: bool = True) -> torch.Tensor:
+    return _masked_var_centred(x - masked_mean(x, mask), mask, unbiased)
+
+
+def _masked_var_centred(centred: torch.Tensor, mask: torch.Tensor | None, unbiased: bool) -> torch.Tensor:
+    """:func:`masked_var` given ``centred = x - masked_mean(x, mask)``."""
+    var = masked_mean(centred**2, mask)
+    if unbiased:  # Bessel's correction, as torch.std and TRL do
+        if mask is None:
+            k = centred.numel()
+            var = var * centred.new_tensor(float(k)) / centred.new_tensor(float(max(k - 1, 1)))
+        else:
+            n = mask.sum()
+            var = var * n / (n - 1).clamp_min(1)
     return var
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor | None, shift_mean: bool = True,
+                  eps: float = 1e-8) -> torch.Tensor:
     """``(x - mean) / std`` over the masked entries; padding stays 0. ``shift_mean=False`` keeps the mean
     (TRL whitens rewards that way)."""
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
-    out = (x - mean) * torch.rsqrt(var + eps)
+    mean = masked_mean(x, mask)
+    centred = x - mean
+    out = centred * torch.rsqrt(_masked_var_centred(centred, mask, True) + eps)
     if not shift_mean:
         out = out + mean
-    return out * mask
+    return out if mask is None else out * mask
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -102,25 +119,26 @@ def sequence_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
 # losses
 # --------------------------------------------------------------------------------------------------------
 def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
-                mask: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                mask: torch.Tensor | None, clip_range: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The clipped surrogate ``-min(r A, clip(r, 1-eps, 1+eps) A)``, as a masked *sum* (the caller divides),
     and detached statistics: ``approx_kl`` (Schulman's ``(r - 1) - log r`` estimator, as SB3/CleanRL) and
     ``clip_fraction``, both masked sums too."""
     log_ratio = new_logprob - old_logprob
     ratio = torch.exp(log_ratio)
-    pg1 = -advantages * ratio
-    pg2 = -advantages * torch.clamp(ratio, 1 - clip_range, 1 + clip_range)
-    loss = masked_sum(torch.max(pg1, pg2), mask)
+    neg_adv = -advantages
+    loss = masked_sum(torch.max(neg_adv * ratio, neg_adv * torch.clamp(ratio, 1 - clip_range, 1 + clip_range)), mask)
     with torch.no_grad():
+        ratio_m1 = ratio - 1
         stats = {
-            "approx_kl": masked_sum((ratio - 1) - log_ratio, mask),
-            "clip_fraction": masked_sum(((ratio - 1).abs() > clip_range).to(mask.dtype), mask),
+            "approx_kl": masked_sum(ratio_m1 - log_ratio, mask),
+            "clip_fraction": masked_sum((ratio_m1.abs() > clip_range).to(ratio.dtype if mask is None else mask.dtype),
+                                        mask),
             "ratio": masked_sum(ratio, mask),
         }
     return loss, stats
 
 
-def value_loss(new_value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+def value_loss(new_value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor | None,
                clip_range_vf: float | None, clip_takes_max: bool = True) -> torch.Tensor:
     """Squared error to the returns, as a masked *sum*. With ``clip_range_vf`` the new value is kept within
     that distance of the old one; ``clip_takes_max=True`` takes the larger of the clipped and unclipped
@@ -205,16 +223,46 @@ def iterate_minibatches(n: int, size: int, generator: torch.Generator | None) ->
 
 
 def index_batch(batch: dict[str, Any], idx: torch.Tensor) -> dict[str, Any]:
-    """Select rows ``idx`` of every tensor (and every nested dict of tensors) in ``batch``."""
+    """Select rows ``idx`` (1-D integer indices) of every tensor (and every nested dict of tensors) in ``batch``."""
     out: dict[str, Any] = {}
     for k, v in batch.items():
         if isinstance(v, torch.Tensor):
-            out[k] = v[idx.to(v.device)]
+            out[k] = v.index_select(0, idx if idx.device == v.device else idx.to(v.device))
         elif isinstance(v, dict):
             out[k] = index_batch(v, idx)
         else:
             out[k] = v
     return out
+
+
+def zero_grad(optimizer: torch.optim.Optimizer) -> None:
+    """``optimizer.zero_grad(set_to_none=True)``; for torch's own optimizers without its profiler scope (10 us)."""
+    if type(optimizer).zero_grad is torch.optim.Optimizer.zero_grad:
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None
+    else:  # a wrapper (accelerate's ...) may do more
+        optimizer.zero_grad(set_to_none=True)
+
+
+def _foreach_clip_ok(params: list[torch.nn.Parameter]) -> bool:
+    """Whether :func:`clip_grad_norm` may take its one-group path: plain tensors on one device (CPU or CUDA), one
+    dtype."""
+    return bool(params) and all(type(p) in (torch.Tensor, torch.nn.Parameter) and not p.is_sparse for p in params) \
+        and len({(p.device, p.dtype) for p in params}) == 1 and params[0].device.type in ("cpu", "cuda")
+
+
+def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float, one_group: bool | None = None) -> torch.Tensor:
+    """``torch.nn.utils.clip_grad_norm_(params, max_norm)``: the same operations, so the same numbers, without its
+    per-call grouping and dispatch overhead when ``params`` are one device and dtype (``one_group``, from
+    :func:`_foreach_clip_ok` when None); torch's function otherwise. Returns the total norm before clipping."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads or not (_foreach_clip_ok(params) if one_group is None else one_group):
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    with torch.no_grad():
+        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+        torch._foreach_mul_(grads, torch.clamp(float(max_norm) / (total + 1e-6), max=1.0))
+    return total
 
 
 def ppo_update(
@@ -239,6 +287,11 @@ def ppo_update(
     non-finite loss on any process stops every process, and early stopping uses the global approx KL. The
     returned statistics are this process's sums over the global count: :meth:`Dist.all_reduce_mean` of them is
     the global value.
+
+    Speed (small policies are bound by per-operation overhead): when every row of ``mask`` is 1 the masked sums
+    skip their products with the mask (the same numbers); with ``ent_coef == 0`` the entropy stays out of the
+    graph (its term would add exact zeros); the statistics stay tensors until the end of the update (one
+    device-to-host copy), except with ``target_kl``, whose check needs each minibatch's KL before its step.
     """
     if cfg.normalize_advantage not in ("minibatch", "batch", "none"):
         raise ValueError(f"normalize_advantage must be 'minibatch', 'batch' or 'none', got {cfg.normalize_advantage!r}")
@@ -252,8 +305,12 @@ def ppo_update(
     whiten = masked_whiten if dist is None else dist.global_masked_whiten
     if cfg.normalize_advantage == "batch":
         batch["advantages"] = whiten(batch["advantages"], mask)
+    full = bool(mask.all())  # every row counts (toy tasks): masked sums need no mask (x * 1 == x)
     micro = cfg.micro_batch_size or cfg.minibatch_size
     params = [p for p in policy.parameters() if p.requires_grad]
+    one_group = _foreach_clip_ok(params)
+    with_entropy = cfg.ent_coef != 0  # else the entropy is a statistic only: no graph, no backward through it
+    eager = cfg.target_kl is not None  # early stopping reads each minibatch's KL before its step
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
 
@@ -261,39 +318,66 @@ def ppo_update(
         sums[key] = sums.get(key, 0.0) + value * weight
         counts[key] = counts.get(key, 0.0) + weight
 
+    def log_step(rows: list[list[float]], tok: float, grad_norm: float | None, approx_kl: float | None = None) -> None:
+        """Log one optimizer step from its micro-batches' ``[approx_kl, clip_fraction, ratio, pg, vf, ent]`` sums
+        (``approx_kl``: the global one under ``dist`` with ``target_kl``)."""
+        st = [0.0] * 6
+        for row in rows:  # summed in float64 in micro-batch order
+            st = [a + b for a, b in zip(st, row)]
+        if grad_norm is not None:
+            log("train/grad_norm", grad_norm)
+        log("train/approx_kl", st[0] / tok if approx_kl is None else approx_kl)
+        log("train/clip_fraction", st[1] / tok)
+        log("train/policy_gradient_loss", st[3] / tok)
+        log("train/value_loss", st[4] / tok)
+        log("train/entropy_loss", -st[5] / tok)
+        log("train/ratio", st[2] / tok)
+        log("train/loss", (st[3] + cfg.vf_coef * st[4] - cfg.ent_coef * st[5]) / tok)
+
+    def sync(last: bool) -> contextlib.AbstractContextManager[None]:
+        # gradient accumulation under DDP: all-reduce once, on the last micro-batch (forward included)
+        return dist.no_sync(policy) if dist is not None and not last else contextlib.nullcontext()
+
+    # deferred statistics: per step, its micro-batches' stacked sums, its token count and its gradient norm
+    pending: list[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]] = []
     n_updates, stop = 0, False
     for _epoch in range(cfg.n_epochs):
         epoch_kl, epoch_tokens = 0.0, 0.0
         for mb_idx in iterate_minibatches(n, cfg.minibatch_size, generator):
             mb = index_batch(batch, mb_idx)
-            mb_tokens = mb["mask"].sum().clamp_min(1)  # the loss is a mean over the minibatch's real tokens
+            mb_n = mb_idx.numel()
+            mb_mask = None if full else mb["mask"]
+            # the loss is a mean over the minibatch's real tokens
+            mb_tokens = mb["mask"].sum().clamp_min(1) if mb_mask is not None else \
+                mask.new_tensor(float(mb["mask"].numel()))
             if dist is not None:  # the global minibatch's tokens; DDP's gradient mean over processes restores 1/W
                 mb_tokens = (dist.all_reduce_sum(mb["mask"].sum()) / dist.world_size).clamp_min(1 / dist.world_size)
                 mb_tokens = mb_tokens.to(mask.dtype)
             mb_adv = mb["advantages"]
-            if cfg.normalize_advantage == "minibatch" and mb_idx.numel() > 1:  # SB3: skip for a single sample
-                mb_adv = whiten(mb_adv, mb["mask"])
-            optimizer.zero_grad(set_to_none=True)
-            stats = {"approx_kl": 0.0, "clip_fraction": 0.0, "pg": 0.0, "vf": 0.0, "ent": 0.0, "ratio": 0.0}
-            for start in range(0, mb_idx.numel(), micro):
+            if cfg.normalize_advantage == "minibatch" and mb_n > 1:  # SB3: skip for a single sample
+                mb_adv = whiten(mb_adv, mb["mask"] if dist is not None else mb_mask)
+            zero_grad(optimizer)
+            rows: list[torch.Tensor] = []
+            for start in range(0, mb_n, micro):
                 sl = slice(start, start + micro)
                 # the whole minibatch in one pass (the common case): no second copy of every tensor
-                mu = mb if micro >= mb_idx.numel() else index_batch(mb, torch.arange(mb_idx.numel())[sl])
-                mu_mask, mu_adv = mu["mask"], mb_adv[sl]
-                last_micro = start + micro >= mb_idx.numel()
-                # gradient accumulation under DDP: all-reduce once, on the last micro-batch (forward included)
-                def sync(last: bool = last_micro) -> contextlib.AbstractContextManager[None]:
-                    return dist.no_sync(policy) if dist is not None and not last else contextlib.nullcontext()
-
-                with sync(), autocast() if autocast is not None else _nullcontext():
+                mu = mb if micro >= mb_n else index_batch(mb, torch.arange(mb_n)[sl])
+                mu_mask, mu_adv = (None if full else mu["mask"]), mb_adv[sl]
+                last_micro = start + micro >= mb_n
+                with sync(last_micro), autocast() if autocast is not None else contextlib.nullcontext():
                     new_logprob, entropy, new_value = policy.evaluate(mu)  # (n, T) each
                 new_logprob, entropy, new_value = new_logprob.float(), entropy.float(), new_value.float()
                 pg_sum, pst = policy_loss(new_logprob, mu["logprobs"], mu_adv, mu_mask, cfg.clip_range)
                 vf_sum = value_loss(new_value, mu["values"], mu["returns"], mu_mask, cfg.clip_range_vf,
                                     cfg.vf_clip_takes_max)
-                ent_sum = masked_sum(entropy, mu_mask)
-                loss = (pg_sum + cfg.vf_coef * vf_sum - cfg.ent_coef * ent_sum) / mb_tokens
-                finite = bool(torch.isfinite(loss))
+                if with_entropy:
+                    ent_sum = masked_sum(entropy, mu_mask)
+                    loss = (pg_sum + cfg.vf_coef * vf_sum - cfg.ent_coef * ent_sum) / mb_tokens
+                else:
+                    with torch.no_grad():
+                        ent_sum = masked_sum(entropy, mu_mask)
+                    loss = (pg_sum + cfg.vf_coef * vf_sum) / mb_tokens
+                finite = math.isfinite(loss.item())
                 if dist is not None:  # every process decides together: one raising alone would hang the others
                     n_bad = int(dist.all_reduce_sum(float(not finite)))
                     if finite and n_bad:
@@ -301,41 +385,54 @@ def ppo_update(
                 if not finite:
                     raise FloatingPointError(f"PPO loss is {loss.item()} (policy {pg_sum.item():.4g}, value "
                                              f"{vf_sum.item():.4g}, entropy {ent_sum.item():.4g}); stopping")
-                with sync():
+                with sync(last_micro):
                     if dist is not None:
                         dist.backward(loss)
                     else:
                         loss.backward()
-                for k, v in (("approx_kl", pst["approx_kl"]), ("clip_fraction", pst["clip_fraction"]),
-                             ("ratio", pst["ratio"]), ("pg", pg_sum), ("vf", vf_sum), ("ent", ent_sum)):
-                    stats[k] += float(v.detach())
+                rows.append(torch.stack([pst["approx_kl"], pst["clip_fraction"], pst["ratio"], pg_sum.detach(),
+                                         vf_sum.detach(), ent_sum.detach()]))
+            if not eager:
+                grad_norm = None
+                if cfg.max_grad_norm is not None:
+                    grad_norm = clip_grad_norm(params, cfg.max_grad_norm, one_group)
+                optimizer.step()
+                n_updates += 1
+                pending.append((rows, mb_tokens, grad_norm))
+                continue
+            st_rows = torch.stack(rows).tolist()
             tok = float(mb_tokens)
-            approx_kl = stats["approx_kl"] / tok
-            if dist is not None and cfg.target_kl is not None:  # the same decision on every process
-                approx_kl = float(dist.all_reduce_sum(stats["approx_kl"])) / (tok * dist.world_size)
-            if cfg.target_kl is not None and cfg.target_kl_mode == "minibatch" and approx_kl > 1.5 * cfg.target_kl:
+            kl_sum = 0.0
+            for r in st_rows:
+                kl_sum += r[0]
+            approx_kl = kl_sum / tok
+            if dist is not None:  # the same decision on every process
+                approx_kl = float(dist.all_reduce_sum(kl_sum)) / (tok * dist.world_size)
+            if cfg.target_kl_mode == "minibatch" and approx_kl > 1.5 * cfg.target_kl:
                 stop = True  # SB3 stops *before* stepping on this minibatch
                 log("train/approx_kl", approx_kl)
                 break
+            gn = None
             if cfg.max_grad_norm is not None:
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                log("train/grad_norm", float(grad_norm))
+                gn = float(clip_grad_norm(params, cfg.max_grad_norm, one_group))
             optimizer.step()
             n_updates += 1
-            epoch_kl += approx_kl * tok  # with dist and target_kl: the global KL
+            epoch_kl += approx_kl * tok  # with dist: the global KL
             epoch_tokens += tok
-            log("train/approx_kl", approx_kl)
-            log("train/clip_fraction", stats["clip_fraction"] / tok)
-            log("train/policy_gradient_loss", stats["pg"] / tok)
-            log("train/value_loss", stats["vf"] / tok)
-            log("train/entropy_loss", -stats["ent"] / tok)
-            log("train/ratio", stats["ratio"] / tok)
-            log("train/loss", (stats["pg"] + cfg.vf_coef * stats["vf"] - cfg.ent_coef * stats["ent"]) / tok)
+            log_step(st_rows, tok, gn, approx_kl)
         if stop:
             break
-        if cfg.target_kl is not None and cfg.target_kl_mode == "epoch" and epoch_tokens and \
-                epoch_kl / epoch_tokens > cfg.target_kl:
+        if eager and cfg.target_kl_mode == "epoch" and epoch_tokens and epoch_kl / epoch_tokens > cfg.target_kl:
             break
+    if pending:  # one device-to-host copy for the whole update
+        stats = torch.stack([r for rows, _, _ in pending for r in rows]).tolist()
+        tok_vals = torch.stack([t for _, t, _ in pending]).tolist()
+        norms = [g for _, _, g in pending if g is not None]
+        norm_vals = iter(torch.stack(norms).tolist() if norms else [])
+        i = 0
+        for (rows, _, g), tok in zip(pending, tok_vals):
+            log_step(stats[i : i + len(rows)], tok, next(norm_vals) if g is not None else None)
+            i += len(rows)
     out = {k: sums[k] / counts[k] for k in sums}
     out["train/n_updates"] = float(n_updates)
     out["train/clip_range"] = cfg.clip_range
@@ -344,11 +441,3 @@ def ppo_update(
     if not math.isfinite(out.get("train/approx_kl", 0.0)):
         raise FloatingPointError("approx_kl is not finite; stopping")
     return out
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

@@ -12,6 +12,8 @@ torch = pytest.importorskip("torch")
 
 import agents.ppo.agent as agent_mod  # noqa: E402
 from agents.ppo.agent import PPOAgent, PPOConfig  # noqa: E402
+from agents.ppo.core import compute_gae  # noqa: E402
+from agents.ppo.policies import MLPPolicy, logprob_entropy, sample_categorical  # noqa: E402
 from agents.validate import steps_to_threshold  # noqa: E402
 
 
@@ -97,6 +99,52 @@ def test_same_seed_same_run_bitwise_and_other_seed_differs():
     assert e1 == e2
     assert all(torch.equal(a, b) for a, b in zip(p1, p2))
     assert e1 != e3
+
+
+def test_rollout_gae_in_numpy_is_compute_gae_bitwise():
+    """rollout_gae runs the recursion in numpy for speed; it must give core.compute_gae's float32 numbers exactly."""
+    rng = np.random.default_rng(0)
+    T, N = 64, 8
+    for gamma, lam in ((0.98, 0.8), (0.99, 0.95), (1.0, 1.0), (0.9, 0.0)):
+        rewards = rng.normal(size=(T, N)).astype(np.float32)
+        values = rng.normal(size=(T, N)).astype(np.float32)
+        last_value = rng.normal(size=N).astype(np.float32)
+        dones = (rng.random((T, N)) < 0.1).astype(np.float32)
+        terminated = dones * (rng.random((T, N)) < 0.5)
+        adv, ret = agent_mod.rollout_gae(rewards, values, last_value, terminated, dones, gamma, lam)
+        next_values = np.concatenate([values[1:], last_value[None]])
+        adv_t, ret_t = compute_gae(*(torch.from_numpy(a) for a in (rewards, values, next_values, 1.0 - terminated,
+                                                                     1.0 - dones)), gamma, lam)
+        assert adv.dtype == torch.float32 and torch.equal(adv, adv_t) and torch.equal(ret, ret_t)
+
+
+def test_action_sampling_draws_what_multinomial_draws():
+    """sample_categorical's argmax(p / Exp(1)) is torch.multinomial's (and so SB3's) draw: same actions, same RNG."""
+    for seed, (n, a, scale) in enumerate([(8, 2, 1.0), (1, 2, 5.0), (16, 7, 0.1), (5, 50, 30.0)]):
+        logits = torch.randn(n, a, generator=torch.Generator().manual_seed(seed)) * scale
+        g0, g1 = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        for _ in range(20):
+            action, logprob = sample_categorical(logits, False, g1)
+            expected = torch.multinomial(logits.log_softmax(-1).exp(), 1, generator=g0).squeeze(-1)
+            assert torch.equal(action, expected)
+            assert torch.equal(logprob, logits.log_softmax(-1).gather(-1, action[:, None]).squeeze(-1))
+        assert torch.equal(g0.get_state(), g1.get_state())
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_mlp_policy_functional_forward_is_the_modules_bitwise(activation):
+    """MLPPolicy runs its layers through torch.nn.functional (no Module.__call__ overhead): same outputs, same grads."""
+    torch.manual_seed(0)
+    policy = MLPPolicy(spaces.Box(-1, 1, (4,), np.float32), 3, activation=activation)
+    mb = {"obs": torch.randn(32, 4), "actions": torch.randint(0, 3, (32, 1))}
+    logprob, entropy, value = policy.evaluate(mb)
+    ref_lp, ref_ent = logprob_entropy(policy.action_net(policy.pi_net(mb["obs"])), mb["actions"][:, 0])
+    ref_value = policy.value_net(policy.vf_net(mb["obs"]))
+    assert torch.equal(logprob, ref_lp[:, None]) and torch.equal(entropy, ref_ent[:, None])
+    assert torch.equal(value, ref_value)
+    grads = torch.autograd.grad((logprob * 2 + entropy - value**2).sum(), list(policy.parameters()))
+    ref = torch.autograd.grad((ref_lp[:, None] * 2 + ref_ent[:, None] - ref_value**2).sum(), list(policy.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(grads, ref))
 
 
 def test_first_update_ratio_is_one_through_the_agent():

@@ -1,4 +1,5 @@
-"""agents/ppo/core.py: GAE against a hand recursion, masked statistics, and the first-minibatch invariants."""
+"""agents/ppo/core.py: GAE against a hand recursion, masked statistics, the first-minibatch invariants, and the
+speed paths (no mask, gradient clipping, deferred statistics) giving the same numbers as the plain ones."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ torch = pytest.importorskip("torch")
 
 from agents.ppo.core import (  # noqa: E402
     PPOUpdateConfig,
+    clip_grad_norm,
     compute_gae,
     masked_mean,
+    masked_sum,
     masked_var,
     masked_whiten,
+    policy_loss,
     ppo_update,
     sequence_gae,
+    value_loss,
 )
 
 
@@ -143,3 +148,48 @@ def test_ppo_update_rejects_bad_minibatch_size():
     with pytest.raises(ValueError, match="minibatch_size"):
         ppo_update(policy, torch.optim.Adam(policy.parameters()), _batch(policy, 8),
                    PPOUpdateConfig(minibatch_size=64))
+
+
+def test_no_mask_is_bitwise_an_all_ones_mask():
+    """``mask=None`` (what ppo_update passes for an all-valid batch) skips the products, not a bit of the result."""
+    g = torch.Generator().manual_seed(2)
+    x, y, z = (torch.randn(96, 1, generator=g) for _ in range(3))
+    ones = torch.ones(96, 1)
+    for fn in (masked_sum, masked_mean, masked_var, masked_whiten):
+        assert torch.equal(fn(x, None), fn(x, ones)), fn.__name__
+    assert torch.equal(masked_var(x, None, unbiased=False), masked_var(x, ones, unbiased=False))
+    (l0, s0), (l1, s1) = policy_loss(x, y, z, None, 0.1), policy_loss(x, y, z, ones, 0.1)
+    assert torch.equal(l0, l1) and all(torch.equal(s0[k], s1[k]) for k in s0)
+    for clip in (None, 0.05):
+        assert torch.equal(value_loss(x, y, z, None, clip), value_loss(x, y, z, ones, clip))
+
+
+def test_clip_grad_norm_is_torchs_bitwise():
+    a, b = _TinyPolicy(), _TinyPolicy()
+    batch = _batch(a)
+    for policy in (a, b):
+        lp, ent, v = policy.evaluate(batch)
+        (lp.sum() * 3 + ent.sum() + (v**2).sum()).backward()
+    ours = clip_grad_norm(list(a.parameters()), 0.5)
+    torchs = torch.nn.utils.clip_grad_norm_(list(b.parameters()), 0.5)
+    assert ours > 0.5 and torch.equal(ours, torchs)
+    assert all(torch.equal(p.grad, q.grad) for p, q in zip(a.parameters(), b.parameters()))
+
+
+@pytest.mark.parametrize("mask_some", [False, True])
+def test_deferred_statistics_equal_per_minibatch_ones(mask_some):
+    """Without target_kl the statistics are read once at the end; with a target_kl that never triggers, after every
+    minibatch (the early-stopping path). Same steps, same numbers."""
+    runs = []
+    for target_kl in (None, 1e9):
+        policy = _TinyPolicy()
+        batch = _batch(policy, 64)
+        if mask_some:
+            batch["mask"][::5] = 0
+        opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
+        cfg = PPOUpdateConfig(n_epochs=3, minibatch_size=16, micro_batch_size=8, ent_coef=0.01, target_kl=target_kl)
+        stats = ppo_update(policy, opt, batch, cfg, generator=torch.Generator().manual_seed(0))
+        runs.append((stats, [p.detach().clone() for p in policy.parameters()]))
+    (s0, p0), (s1, p1) = runs
+    assert s0 == s1 and s0["train/n_updates"] == 12
+    assert all(torch.equal(a, b) for a, b in zip(p0, p1))
