@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from agents.ppo.core import PPOUpdateConfig, ppo_update
+from agents.ppo.core import PPOUpdateConfig, compute_gae, ppo_update
 from agents.ppo.optim import FlatAdam
 from agents.ppo.policies import make_policy
 
@@ -266,18 +266,11 @@ def rollout_gae(rewards: np.ndarray, values: np.ndarray, last_value: np.ndarray,
     checked in ``tests/agents/test_sb3_parity.py``); with next-step autoreset ``values[t + 1]`` is V(final
     observation) and ``terminated`` holds true terminations only.
 
-    The recursion runs in numpy: :func:`agents.ppo.core.compute_gae`'s operations in the same order and dtype
-    (float32; Python floats cast to it), so the same numbers, at a fraction of torch's per-operation cost on
-    ``(N,)`` rows."""
+    :func:`agents.ppo.core.compute_gae` on the numpy arrays (float32; Python floats cast to it): the same
+    numbers as on tensors, at a fraction of torch's per-operation cost on ``(N,)`` rows."""
     next_values = np.concatenate([values[1:], last_value[None]], 0)  # V of the obs after each step
-    next_nonterminal, episode_continues = 1.0 - terminated, 1.0 - dones
-    advantages = np.zeros_like(rewards)
-    last = np.zeros_like(rewards[0])
-    for t in reversed(range(rewards.shape[0])):
-        delta = rewards[t] + gamma * next_nonterminal[t] * next_values[t] - values[t]
-        last = delta + gamma * gae_lambda * episode_continues[t] * last
-        advantages[t] = last
-    return torch.from_numpy(advantages), torch.from_numpy(advantages + values)
+    advantages, returns = compute_gae(rewards, values, next_values, 1.0 - terminated, 1.0 - dones, gamma, gae_lambda)
+    return torch.from_numpy(advantages), torch.from_numpy(returns)
 
 
 class PPOAgent:

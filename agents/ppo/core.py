@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 
@@ -92,9 +93,13 @@ def compute_gae(
     ``A_t = delta_t + gamma * lambda * episode_continues_t * A_{t+1}``; returns ``(advantages, returns)``
     with ``returns = advantages + values``. With ``lambda = 1`` and no bootstrap this is the Monte-Carlo
     advantage ``sum_k gamma^k r_{t+k} - V(s_t)``.
+
+    Takes torch tensors or numpy arrays (the same operations either way; numpy costs a fraction of torch's
+    per-operation overhead on the ``(N,)`` rows of a vectorised rollout) and returns the same kind.
     """
-    advantages = torch.zeros_like(rewards)
-    last = torch.zeros_like(rewards[0])
+    zeros_like = torch.zeros_like if isinstance(rewards, torch.Tensor) else np.zeros_like
+    advantages = zeros_like(rewards)
+    last = zeros_like(rewards[0])
     for t in reversed(range(rewards.shape[0])):
         delta = rewards[t] + gamma * next_nonterminal[t] * next_values[t] - values[t]
         last = delta + gamma * gae_lambda * episode_continues[t] * last
