@@ -21,7 +21,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from textgym.core import Prompt
+from textgym.core import Prompt, Sample
 from textgym.envs.text_gen import TextGenEnv
 from textgym.scorers import score_batch, score_tokens_batch
 
@@ -353,19 +353,13 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
         any_ended = np.count_nonzero(ended) > 0
 
         if env.reward_mode == "token":
-            samples = [env.make_sample(self._prompts[i], self._prompt_ids[i], self._completion(i), finished=bool(e))
-                       for i, e in zip(idx, ended)]
+            samples = self._samples(idx, pos, ended.tolist())
             rewards[idx] = [r[-1] for r in score_tokens_batch(env.scorer, samples)]
         if any_ended:
             fin = idx[ended]
             self._done[fin] = True
             self._any_done = True
-            # the completions of the finished envs from one gather + tolist (not one slice per env)
-            rows = self._input_ids[fin].tolist()
-            starts, ends = self._prompt_lengths[fin].tolist(), pos[ended].tolist()
-            prompts_, prompt_ids_ = self._prompts, self._prompt_ids
-            samples = [env._sample(prompts_[i], prompt_ids_[i], tuple(row[p:e]))
-                       for i, row, p, e in zip(fin.tolist(), rows, starts, ends)]
+            samples = self._samples(fin, pos[ended])
             scores, parts = score_batch(env.scorer, samples)
             self._scores[fin] = scores
             if env.reward_mode == "sequence":
@@ -385,7 +379,7 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
             infos["_score_parts"] = infos.get("_score_parts", np.zeros(N, dtype=bool))
             infos["_score_parts"][fin] = True
             self._put_info(infos, "end_reason", fin, why, object)
-            self._put_info(infos, "completion_length", fin, [e - p for p, e in zip(starts, ends)], np.int64)
+            self._put_info(infos, "completion_length", fin, [len(x.completion_ids) for x in samples], np.int64)
         if env._action_mask_fn is not None:
             going = idx[~ended]
             if going.size:
@@ -396,6 +390,15 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
         if self.render_mode == "human":
             self.render()
         return self._obs(), rewards, self._done.copy(), np.zeros(N, dtype=bool), infos
+
+    def _samples(self, idx: np.ndarray, ends: np.ndarray, finished: list[bool] | None = None) -> list[Sample]:
+        """The scorer's samples of envs ``idx`` whose prefixes end at ``ends``: the completions from one gather +
+        ``tolist`` (not one slice per env); ``finished`` per env (default: all finished)."""
+        env, prompts, prompt_ids = self.env, self._prompts, self._prompt_ids
+        rows, starts = self._input_ids[idx].tolist(), self._prompt_lengths[idx].tolist()
+        done = finished if finished is not None else [True] * len(rows)
+        return [env._sample(prompts[i], prompt_ids[i], tuple(row[p:e]), f)
+                for i, row, p, e, f in zip(idx.tolist(), rows, starts, ends.tolist(), done)]
 
     def _completion(self, i: int) -> list[int]:
         return self._input_ids[i, self._prompt_lengths[i]:self._lengths[i]].tolist()
