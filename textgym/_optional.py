@@ -20,6 +20,7 @@ _EXTRAS = {
     "peft": ("lora", "peft"),
     "matplotlib": ("agents", "matplotlib"),
     "tqdm": ("agents", "tqdm"),
+    "scipy": ("agents", "scipy"),
     "playwright": ("dev", "playwright"),
 }
 

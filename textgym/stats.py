@@ -1,0 +1,37 @@
+"""Confidence intervals and two-sample tests: the project's one place for them, on :mod:`scipy.stats`.
+
+scipy is imported inside the functions, so ``import textgym`` still needs only gymnasium and numpy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from textgym._optional import require
+
+
+def _as_array(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor, without importing torch here
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64).ravel()
+
+
+def mean_ci(x: Sequence[float] | np.ndarray | Any, confidence: float = 0.95) -> tuple[float, float]:
+    """``(mean, half-width)`` of the Student-t confidence interval of the mean of ``x``.
+
+    The half-width is NaN with fewer than two values (no interval can be given), and 0 when all are equal.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    a = _as_array(x)
+    if a.size == 0:
+        return float("nan"), float("nan")
+    if a.size < 2:
+        return float(a.mean()), float("nan")
+    stats = require("scipy.stats", "confidence intervals")
+    sem = float(a.std(ddof=1)) / math.sqrt(a.size)
+    return float(a.mean()), float(stats.t.ppf(0.5 + confidence / 2, a.size - 1) * sem)
