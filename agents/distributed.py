@@ -34,6 +34,8 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from agents.ppo.core import masked_mean, masked_var, masked_whiten
+
 __all__ = ["Dist", "PreparedPolicy", "RANK_SEED_STRIDE", "launched_world_size"]
 
 # rank r draws from seed + r * RANK_SEED_STRIDE: rank 0 keeps the seed (a 1-process run is the plain run), and
@@ -225,7 +227,7 @@ class Dist:
         return out.to(t.device, t.dtype)
 
     def all_reduce_sum(self, x: torch.Tensor | float) -> torch.Tensor:
-        """Sum over processes (a new tensor; the input is unchanged)."""
+        """Sum over processes: a new, detached tensor (the input is unchanged); with one process, the input."""
         t = torch.as_tensor(x)
         return self._all_reduce_sum(t if t.is_floating_point() else t.double())
 
@@ -242,38 +244,25 @@ class Dist:
         t = t if t.is_floating_point() else t.double()
         return self._all_reduce_sum(t) / self.world_size
 
+    # the masked statistics of agents.ppo.core over every process's entries (detached: no gradient flows through
+    # the all-reduce); processes may hold different numbers of rows
     def global_mean(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean over every element of ``x`` on every process (processes may hold different numbers of rows)."""
+        """Mean over every element of ``x`` on every process."""
         return self.global_masked_mean(x, torch.ones_like(x))
 
     def global_masked_mean(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """:func:`agents.ppo.core.masked_mean` over the union of every process's ``x``; 0 when all masks are
-        empty. Like every ``global_*`` statistic, it is detached (no gradient flows through it)."""
-        mask = mask.to(x.dtype)
-        s = self._all_reduce_sum(torch.stack([(x * mask).sum(), mask.sum()]).detach())
-        return (s[0] / s[1].clamp_min(1)).to(x.dtype)
+        """:func:`agents.ppo.core.masked_mean` over every process; 0 when all masks are empty."""
+        return masked_mean(x, mask.to(x.dtype), all_reduce=self.all_reduce_sum)
 
     def global_masked_var(self, x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
-        """:func:`agents.ppo.core.masked_var` over every process (two collectives: mean, then squared
-        deviations; Bessel's correction with the global count)."""
-        mask = mask.to(x.dtype)
-        mean = self.global_masked_mean(x, mask)
-        s = self._all_reduce_sum(torch.stack([(((x - mean) ** 2) * mask).sum(), mask.sum()]).detach())
-        var = s[0] / s[1].clamp_min(1)
-        if unbiased:
-            var = var * s[1] / (s[1] - 1).clamp_min(1)
-        return var.to(x.dtype)
+        """:func:`agents.ppo.core.masked_var` over every process (Bessel's correction with the global count)."""
+        return masked_var(x, mask.to(x.dtype), unbiased, all_reduce=self.all_reduce_sum)
 
     def global_masked_whiten(self, x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True,
                              eps: float = 1e-8) -> torch.Tensor:
         """:func:`agents.ppo.core.masked_whiten` with the mean and variance of every process's entries, so
         that N processes whiten as one process holding the whole batch would."""
-        mask = mask.to(x.dtype)
-        mean, var = self.global_masked_mean(x, mask), self.global_masked_var(x, mask)
-        out = (x - mean) * torch.rsqrt(var + eps)
-        if not shift_mean:
-            out = out + mean
-        return out * mask
+        return masked_whiten(x, mask.to(x.dtype), shift_mean, eps, all_reduce=self.all_reduce_sum)
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """Concatenate every process's ``x`` along dim 0, in rank order (the first dimension may differ)."""

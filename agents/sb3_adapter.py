@@ -4,6 +4,7 @@ so that the two implementations are compared like for like (see ``agents/validat
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,14 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
+from agents.device import resolve_device
 from agents.ppo.agent import PPOConfig, check_env_id, check_spaces
 from textgym._optional import require
 
 require("stable_baselines3", "the SB3 adapter")
 from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
+from stable_baselines3.common.logger import HumanOutputFormat, Logger  # noqa: E402
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor  # noqa: E402
 
 
@@ -77,6 +80,12 @@ def sb3_kwargs(config: PPOConfig) -> dict[str, Any]:
     )
 
 
+def quiet_logger(verbose: int = 0) -> Logger:
+    """An SB3 logger that writes no files (stdout only with ``verbose >= 1``). SB3's default without
+    ``tensorboard_log`` makes an empty ``SB3-<date>`` folder in the system temp directory on every ``learn``."""
+    return Logger(folder=None, output_formats=[HumanOutputFormat(sys.stdout)] if verbose >= 1 else [])
+
+
 class _EpisodeRecorder(BaseCallback):
     """Collects ``(timestep, return, length)`` of finished episodes from the Monitor wrapper's infos."""
 
@@ -122,10 +131,10 @@ class SB3Agent:
                 features_extractor_class=TokenEmbeddingExtractor,
                 features_extractor_kwargs=dict(features_dim=cfg.d_model),
                 net_arch=dict(pi=[cfg.d_model], vf=[cfg.d_model]))
-        device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else (
-            "cpu" if cfg.device == "auto" else cfg.device)
-        self.model = PPO(policy, self.env, seed=cfg.seed, device=device, verbose=verbose,
+        self.model = PPO(policy, self.env, seed=cfg.seed, device=resolve_device(cfg.device), verbose=verbose,
                          tensorboard_log=tensorboard_log, **kwargs)
+        if tensorboard_log is None:
+            self.model.set_logger(quiet_logger(verbose))
         self.episodes: list[tuple[int, float, int]] = []
 
     def learn(self, total_timesteps: int, *, progress_bar: bool = False) -> SB3Agent:
@@ -152,6 +161,7 @@ class SB3Agent:
         """Load ``path/sb3_ppo.zip``; pass ``env`` to continue training (an env id or a factory)."""
         agent = cls.__new__(cls)
         agent.model = PPO.load(Path(path) / "sb3_ppo.zip")
+        agent.model.set_logger(quiet_logger())
         agent.config, agent.env_id, agent.episodes, agent.env = PPOConfig.sb3(), None, [], None
         if env is not None:
             from stable_baselines3.common.env_util import make_vec_env

@@ -1,18 +1,27 @@
 """``textgym validate-sb3``: train our PPO and SB3's PPO with the same hyperparameters, env, seeds and budget,
-and compare their learning curves.
+and compare their learning curves; merge runs made separately; print the README's validation table.
 
 Writes to ``--out``:
 
 - ``curves.csv``: ``agent, seed, timestep, episode_return`` for every finished training episode;
+- ``runs.csv``: ``agent, seed, steps_per_second`` for every run;
 - ``curves.png``: per agent, the mean over seeds of the rolling mean (last ``--window`` episodes) return on a
-  common grid of timesteps, with a 95% t confidence band;
-- ``summary.json``: per agent the final return (mean over seeds of the mean return of each seed's last
-  ``--window`` episodes, with a 95% t CI), the steps to reach ``--threshold`` (rolling mean), steps/s; the
-  difference ours - SB3 of the final returns with percentile-bootstrap CIs (seeds resampled within each
-  agent); and the verdict ``equivalent``: **TOST by bootstrap at alpha = 0.05**, i.e. the 90% bootstrap CI of
-  the difference lies inside ``[-delta, +delta]``. ``delta`` is ``--delta`` if given, else 5% of the
-  threshold (CartPole-v1: 23.75), else 10% of |SB3's final mean|. With few seeds the CI is wide, so
-  "not equivalent" often means "not enough seeds to tell", which the JSON states as ``verdict``.
+  common grid of timesteps, with a 95% Student-t confidence band;
+- ``summary.json``: per agent the final return (per seed: the mean return of its last ``--window`` episodes;
+  the mean over seeds with its 95% t CI), the steps to reach ``--threshold`` (rolling mean) and steps/s; and
+  the comparison of the final returns (:func:`compare_finals`): Welch's t-test of ours - SB3 with its 95% CI,
+  a TOST on it within ``±delta``, Mann-Whitney's p beside them, the minimum detectable difference at these
+  seeds, and the verdict. ``delta`` is ``--delta`` if given, else 5% of the threshold (CartPole-v1: 23.75),
+  else 10% of |SB3's final mean|. Below :data:`MIN_SEEDS` seeds per agent there is no verdict.
+
+Seeds ``--seed-offset .. --seed-offset + --seeds - 1``; ``--agents ours`` runs one agent, so the agents can run
+in separate processes. ``--merge DIR [DIR ...]`` trains nothing: it joins the runs of several output folders
+(same env, budget and config; no seed twice) and writes the same files for the union.
+
+    textgym validate-sb3 --env Acrobot-v1 --agents ours --seeds 10 --out runs/a
+    textgym validate-sb3 --env Acrobot-v1 --agents sb3 --seeds 10 --out runs/b
+    textgym validate-sb3 --merge runs/a runs/b --out docs/validation/Acrobot-v1
+    python -m agents.validate table docs/validation --write README.md   # the README's table
 """
 
 from __future__ import annotations
@@ -20,7 +29,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +38,12 @@ import numpy as np
 from agents.ppo.agent import PPOConfig
 
 PRESETS = ("auto", "sb3", "rl-zoo-cartpole", "text-toy")
+MIN_SEEDS = 5
+"""fewer seeds per agent than this: the numbers, but no verdict"""
+ALPHA = 0.05
+"""level of Welch's test and of the TOST (whose two one-sided tests make a 90% CI the decision interval)"""
+POWER = 0.8
+"""power at which the minimum detectable difference is given"""
 
 
 def preset_config(name: str, env_id: str, seed: int = 0) -> PPOConfig:
@@ -42,16 +56,22 @@ def preset_config(name: str, env_id: str, seed: int = 0) -> PPOConfig:
     if name == "rl-zoo-cartpole":
         return PPOConfig.rl_zoo_cartpole(seed=seed)
     if name == "text-toy":  # short episodes (2-6 tokens): small rollouts, a little entropy bonus
-        return PPOConfig.sb3(n_envs=8, n_steps=64, minibatch_size=128, n_epochs=10, learning_rate=1e-3,
-                             ent_coef=0.01, seed=seed)
+        return PPOConfig.sb3(n_envs=8, n_steps=64, learning_rate=1e-3, seed=seed,
+                             update=dict(minibatch_size=128, n_epochs=10, ent_coef=0.01))
     raise ValueError(f"unknown preset {name!r}; choose from {PRESETS}")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--env", required=True, help="a registered Gymnasium env id with a Discrete action space")
-    parser.add_argument("--seeds", type=int, default=5, help="number of seeds (0 .. N-1) per agent (default: 5)")
+    parser.add_argument("--env", default=None, help="a registered Gymnasium env id with a Discrete action space "
+                        "(required unless --merge)")
+    parser.add_argument("--seeds", type=int, default=5, help="number of seeds per agent (default: 5)")
+    parser.add_argument("--seed-offset", type=int, default=0,
+                        help="first seed: runs seeds OFFSET .. OFFSET + SEEDS - 1 (default: 0)")
     parser.add_argument("--total-timesteps", type=int, default=100_000, help="env steps per run (default: 100000)")
-    parser.add_argument("--out", required=True, help="output folder for curves.csv, curves.png, summary.json")
+    parser.add_argument("--out", required=True, help="output folder for curves.csv, runs.csv, curves.png, "
+                        "summary.json")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                        help="train nothing: merge the runs in these output folders into --out")
     parser.add_argument("--preset", default="auto", choices=PRESETS,
                         help="shared hyperparameters (default: auto = rl-zoo-cartpole for CartPole-v1, "
                              "text-toy for TextGen ids, sb3 otherwise)")
@@ -60,7 +80,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minibatch-size", type=int, default=None, help="override the preset's minibatch size")
     parser.add_argument("--threshold", type=float, default=None,
                         help="return threshold for steps-to-threshold (default: the env spec's reward_threshold)")
-    parser.add_argument("--window", type=int, default=20, help="episodes in the rolling mean (default: 20)")
+    parser.add_argument("--window", type=int, default=None, help="episodes in the rolling mean (default: 20, or "
+                        "the merged runs')")
     parser.add_argument("--delta", type=float, default=None, help="equivalence margin on the final return")
     parser.add_argument("--agents", default="ours,sb3", help="comma-separated subset of ours,sb3 (default: both)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both agents (default: 1)")
@@ -106,79 +127,82 @@ def steps_to_threshold(episodes: list[tuple[int, float]], threshold: float, wind
     return None
 
 
-# two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (no scipy dependency)
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042)
+def compare_finals(ours: np.ndarray, sb3: np.ndarray, delta: float) -> dict[str, Any]:
+    """The test of ours - SB3 on the per-seed final returns, and its verdict.
 
+    Welch's t-test (unequal variances: the two libraries' spreads need not agree) gives the two-sided p and the
+    95% CI of the difference; a TOST on Welch's statistic (two one-sided tests at ``ALPHA``) tests
+    equivalence within ``±delta``; Mann-Whitney's p is recorded beside them (no normality assumed). With
+    fewer than :data:`MIN_SEEDS` seeds per agent the numbers are given but the verdict is "too few seeds".
+    """
+    from textgym._optional import require
+    from textgym.stats import min_detectable_difference, tost_welch, welch_test
 
-def t975(df: int) -> float:
-    return _T975[df - 1] if df <= len(_T975) else 1.96
-
-
-def t_ci(x: np.ndarray) -> tuple[float, float, float]:
-    """Mean and its 95% t confidence interval over seeds (nan bounds for one seed)."""
-    x = np.asarray(x, float)
-    m = float(x.mean())
-    if len(x) < 2:
-        return m, float("nan"), float("nan")
-    h = t975(len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
-    return m, m - h, m + h
-
-
-def bootstrap_diff(a: np.ndarray, b: np.ndarray, levels: tuple[float, ...], n: int = 10_000,
-                   seed: int = 0) -> dict[float, tuple[float, float]]:
-    """Percentile bootstrap CIs of ``mean(a) - mean(b)``, resampling seeds within each group."""
-    rng = np.random.default_rng(seed)
-    da = rng.choice(a, (n, len(a))).mean(1) - rng.choice(b, (n, len(b))).mean(1)
-    return {lv: (float(np.quantile(da, (1 - lv) / 2)), float(np.quantile(da, (1 + lv) / 2))) for lv in levels}
+    stats = require("scipy.stats", "the validation statistics")
+    n = {"ours": len(ours), "sb3": len(sb3)}
+    out: dict[str, Any] = {
+        "test": f"Welch's t-test of mean(ours) - mean(sb3) of the per-seed final returns (two-sided, alpha="
+                f"{ALPHA}); equivalence by TOST on Welch's t within ±delta (alpha={ALPHA}, i.e. the 90% Welch "
+                f"CI inside ±delta); Mann-Whitney U p for reference; no verdict below {MIN_SEEDS} seeds per agent",
+        "n_seeds": n, "min_seeds": MIN_SEEDS, "delta": float(delta)}
+    if min(n.values()) < 2:
+        out["verdict"] = f"too few seeds for a verdict (fewer than {MIN_SEEDS} per agent)"
+        return out
+    w95, w90 = welch_test(ours, sb3, 0.95), welch_test(ours, sb3, 1 - 2 * ALPHA)
+    pooled_sd = float(np.sqrt((np.var(ours, ddof=1) + np.var(sb3, ddof=1)) / 2))
+    out.update(
+        difference_ours_minus_sb3={"mean": w95.difference, "ci95": list(w95.ci), "ci90": list(w90.ci),
+                                   "cohens_d": w95.difference / pooled_sd if pooled_sd > 0 else None},
+        welch_p=w95.p_value, welch_df=w95.df, tost_p=tost_welch(ours, sb3, delta),
+        mann_whitney_p=float(stats.mannwhitneyu(ours, sb3, alternative="two-sided").pvalue),
+        min_detectable_difference={"value": min_detectable_difference(ours, sb3, ALPHA, POWER), "alpha": ALPHA,
+                                   "power": POWER})
+    if min(n.values()) < MIN_SEEDS:
+        out["verdict"] = f"too few seeds for a verdict (fewer than {MIN_SEEDS} per agent)"
+    elif out["tost_p"] < ALPHA:
+        out["verdict"] = "equivalent within ±delta"
+    elif out["welch_p"] < ALPHA:
+        out["verdict"] = "different"
+    else:
+        out["verdict"] = "inconclusive: not different, and not shown equivalent within ±delta at these seeds"
+    return out
 
 
 def summarize(runs: dict[str, dict[int, dict[str, Any]]], threshold: float | None, window: int,
               delta: float | None) -> dict[str, Any]:
+    """``summary.json``'s statistics: per agent, and (with both agents) :func:`compare_finals`."""
+    from textgym.stats import mean_ci
+
     out: dict[str, Any] = {"window": window, "threshold": threshold, "agents": {}}
     finals: dict[str, np.ndarray] = {}
     for name, by_seed in runs.items():
-        final = np.array([np.mean([e[1] for e in r["episodes"][-window:]]) if r["episodes"] else np.nan
-                          for r in by_seed.values()])
+        seeds = sorted(by_seed)
+        final = np.array([np.mean([e[1] for e in by_seed[s]["episodes"][-window:]]) if by_seed[s]["episodes"]
+                          else np.nan for s in seeds])
         finals[name] = final
-        m, lo, hi = t_ci(final)
-        steps = {s: steps_to_threshold(r["episodes"], threshold, window) if threshold is not None else None
-                 for s, r in by_seed.items()}
+        m, h = mean_ci(final)
+        steps = {s: steps_to_threshold(by_seed[s]["episodes"], threshold, window) if threshold is not None else None
+                 for s in seeds}
         reached = [v for v in steps.values() if v is not None]
+        fps = [by_seed[s]["fps"] for s in seeds]
         out["agents"][name] = {
-            "seeds": sorted(by_seed), "final_return": {"mean": m, "ci95": [lo, hi], "per_seed": final.tolist()},
+            "seeds": seeds, "final_return": {"mean": m, "ci95": [m - h, m + h], "per_seed": final.tolist()},
             "steps_to_threshold": {"per_seed": steps, "reached": len(reached),
                                    "median": float(np.median(reached)) if reached else None},
-            "steps_per_second": {"mean": float(np.mean([r["fps"] for r in by_seed.values()])),
-                                 "per_seed": [r["fps"] for r in by_seed.values()]},
-            "n_episodes": [len(r["episodes"]) for r in by_seed.values()],
+            "steps_per_second": {"mean": float(np.mean(fps)), "per_seed": fps},
+            "n_episodes": [len(by_seed[s]["episodes"]) for s in seeds],
         }
     if {"ours", "sb3"} <= set(finals):
-        a, b = finals["ours"], finals["sb3"]
         if delta is None:
-            delta = 0.05 * abs(threshold) if threshold is not None else 0.1 * abs(float(b.mean()))
-        cis = bootstrap_diff(a, b, (0.90, 0.95))
-        lo90, hi90 = cis[0.90]
-        equivalent = bool(-delta <= lo90 and hi90 <= delta)
-        different = bool(cis[0.95][0] > 0 or cis[0.95][1] < 0)
-        out["difference_ours_minus_sb3"] = {
-            "mean": float(a.mean() - b.mean()), "ci90_bootstrap": list(cis[0.90]), "ci95_bootstrap": list(cis[0.95])}
-        out["equivalence_test"] = (
-            "TOST by percentile bootstrap at alpha=0.05: equivalent iff the 90% bootstrap CI of "
-            "mean(ours) - mean(sb3) of the final returns (seeds resampled within agent, 10000 resamples) lies "
-            "within [-delta, +delta]")
-        out["delta"] = float(delta)
-        out["equivalent"] = equivalent
-        out["verdict"] = ("equivalent within ±delta" if equivalent else
-                          "different (95% CI excludes 0)" if different else
-                          "inconclusive: CI includes 0 but is wider than ±delta (more seeds needed)")
+            delta = 0.05 * abs(threshold) if threshold is not None else 0.1 * abs(float(finals["sb3"].mean()))
+        out["comparison"] = compare_finals(finals["ours"], finals["sb3"], delta)
     return out
 
 
 def plot_curves(runs: dict[str, dict[int, dict[str, Any]]], grid: np.ndarray, window: int, title: str,
                 out_png: Path, threshold: float | None = None) -> None:
     from textgym._optional import require
+    from textgym.stats import mean_ci
 
     matplotlib = require("matplotlib", "plotting the validation curves")
     matplotlib.use("Agg")
@@ -188,11 +212,10 @@ def plot_curves(runs: dict[str, dict[int, dict[str, Any]]], grid: np.ndarray, wi
     for name, by_seed in runs.items():
         curves = np.array([rolling_curve(r["episodes"], grid, window) for r in by_seed.values()])  # (S, G)
         ok = ~np.isnan(curves).any(0)
-        n = curves.shape[0]
-        mean = curves.mean(0)
-        half = t975(n - 1) * curves.std(0, ddof=1) / math.sqrt(n) if n > 1 else 0 * mean
+        mean, half = np.array([mean_ci(curves[:, j]) for j in range(len(grid))]).T  # (G,) each
+        half = np.nan_to_num(half)  # one seed: no band
         label = {"ours": "ours (textgym PPO)", "sb3": "SB3 PPO"}.get(name, name)
-        ax.plot(grid[ok], mean[ok], label=f"{label}, {n} seeds", lw=1.5)
+        ax.plot(grid[ok], mean[ok], label=f"{label}, {curves.shape[0]} seeds", lw=1.5)
         ax.fill_between(grid[ok], (mean - half)[ok], (mean + half)[ok], alpha=0.25)
     if threshold is not None:
         ax.axhline(threshold, color="gray", ls=":", lw=1)
@@ -230,63 +253,221 @@ def check_inputs(env_id: str, config: PPOConfig, total_timesteps: int, seeds: in
     return gym.spec(env_id).reward_threshold
 
 
-def main(args: argparse.Namespace) -> int:
+def parse_agents(spec: str) -> list[str]:
+    agents = [a.strip() for a in spec.split(",") if a.strip()]
+    if not agents or set(agents) - {"ours", "sb3"}:
+        raise ValueError(f"--agents must be a comma-separated subset of ours,sb3; got {spec!r}")
+    return agents
+
+
+def train_runs(args: argparse.Namespace) -> dict[str, Any]:
+    """Check everything, then train every (seed, agent), writing the outputs after each seed (a run stopped
+    early keeps the seeds it finished); returns the summary."""
     import torch
 
     torch.set_num_threads(args.threads)  # the same for both agents: like for like
-    overrides = {k: v for k, v in (("n_envs", args.n_envs), ("n_steps", args.n_steps),
-                                   ("minibatch_size", args.minibatch_size)) if v is not None}
+    if args.env is None:
+        raise ValueError("--env is required (unless --merge)")
+    overrides = {k: v for k, v in (("n_envs", args.n_envs), ("n_steps", args.n_steps)) if v is not None}
+    if args.minibatch_size is not None:
+        overrides["update"] = {"minibatch_size": args.minibatch_size}
     config = preset_config(args.preset, args.env).replace(**overrides)
-    agents = [a.strip() for a in args.agents.split(",") if a.strip()]
-    if not agents or set(agents) - {"ours", "sb3"}:
-        raise ValueError(f"--agents must be a comma-separated subset of ours,sb3; got {args.agents!r}")
-    if args.window < 1:
-        raise ValueError(f"--window must be positive, got {args.window}")
+    agents = parse_agents(args.agents)
+    if args.seed_offset < 0:
+        raise ValueError(f"--seed-offset must be >= 0, got {args.seed_offset}")
     spec_threshold = check_inputs(args.env, config, args.total_timesteps, args.seeds)
-    threshold = args.threshold if args.threshold is not None else spec_threshold
     if "sb3" in agents:
         from agents.sb3_adapter import sb3_kwargs
 
         sb3_kwargs(config)  # raises if the config makes a choice SB3 cannot
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
+    meta = {"env": args.env, "total_timesteps": args.total_timesteps, "preset": args.preset,
+            "config": config.replace(seed=0).to_dict(), "torch_threads": args.threads,
+            "threshold": args.threshold if args.threshold is not None else spec_threshold,
+            "window": args.window if args.window is not None else 20}
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict[int, dict[str, Any]]] = {a: {} for a in agents}
-    for seed in range(args.seeds):
+    for seed in range(args.seed_offset, args.seed_offset + args.seeds):
         for name in agents:
             episodes, fps = run_one(name, args.env, config.replace(seed=seed), args.total_timesteps)
             runs[name][seed] = {"episodes": episodes, "fps": fps}
-            last = np.mean([e[1] for e in episodes[-args.window:]]) if episodes else float("nan")
+            last = np.mean([e[1] for e in episodes[-meta["window"]:]]) if episodes else float("nan")
             print(f"{name:>4} seed {seed}: {len(episodes)} episodes, final rolling return {last:.3f}, "
                   f"{fps:.0f} steps/s", flush=True)
+        summary = write_outputs(Path(args.out), runs, meta, args.delta)
+    return summary
 
+
+MERGE_KEYS = ("env", "total_timesteps", "config", "torch_threads")
+"""what must agree between merged folders"""
+
+
+def load_runs(folder: str | Path) -> tuple[dict[str, dict[int, dict[str, Any]]], dict[str, Any]]:
+    """The runs an output folder holds (``curves.csv``, ``runs.csv``) and its ``summary.json``'s metadata."""
+    folder = Path(folder)
+    for name in ("curves.csv", "runs.csv", "summary.json"):
+        if not (folder / name).exists():
+            raise FileNotFoundError(f"{folder / name} is missing; --merge takes folders written by validate-sb3")
+    summary = json.loads((folder / "summary.json").read_text())
+    runs: dict[str, dict[int, dict[str, Any]]] = {}
+    with (folder / "runs.csv").open() as f:
+        for row in csv.DictReader(f):
+            runs.setdefault(row["agent"], {})[int(row["seed"])] = {"episodes": [],
+                                                                   "fps": float(row["steps_per_second"])}
+    with (folder / "curves.csv").open() as f:
+        for row in csv.DictReader(f):
+            runs[row["agent"]][int(row["seed"])]["episodes"].append((int(row["timestep"]),
+                                                                     float(row["episode_return"])))
+    meta = {k: summary.get(k) for k in (*MERGE_KEYS, "preset", "threshold", "window")}
+    return runs, meta
+
+
+def merge_runs(folders: list[str], args: argparse.Namespace) -> tuple[dict[str, dict[int, dict[str, Any]]],
+                                                                      dict[str, Any]]:
+    """The union of several folders' runs; raises ``ValueError`` when they differ in env, budget or config, or
+    hold the same (agent, seed) twice."""
+    runs: dict[str, dict[int, dict[str, Any]]] = {}
+    meta: dict[str, Any] = {}
+    origin: dict[tuple[str, int], str] = {}
+    for folder in folders:
+        part, part_meta = load_runs(folder)
+        if not meta:
+            meta = part_meta
+        for key in MERGE_KEYS:
+            if part_meta[key] != meta[key]:
+                raise ValueError(f"cannot merge {folder} with {folders[0]}: their {key} differ "
+                                 f"({part_meta[key]!r} vs {meta[key]!r}); merge runs of one comparison only")
+        for agent, by_seed in part.items():
+            for seed, run in by_seed.items():
+                if (agent, seed) in origin:
+                    raise ValueError(f"{agent} seed {seed} is in both {origin[agent, seed]} and {folder}; "
+                                     "run the second with another --seed-offset")
+                origin[agent, seed] = folder
+                runs.setdefault(agent, {})[seed] = run
+    if args.env is not None and args.env != meta["env"]:
+        raise ValueError(f"--env {args.env} but the merged runs are on {meta['env']}")
+    meta["threshold"] = args.threshold if args.threshold is not None else meta["threshold"]
+    meta["window"] = args.window if args.window is not None else meta["window"]
+    return runs, meta
+
+
+def write_outputs(out: Path, runs: dict[str, dict[int, dict[str, Any]]], meta: dict[str, Any],
+                  delta: float | None) -> dict[str, Any]:
+    """Write curves.csv, runs.csv, curves.png and summary.json; returns the summary."""
+    out.mkdir(parents=True, exist_ok=True)
     with (out / "curves.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["agent", "seed", "timestep", "episode_return"])
         for name, by_seed in runs.items():
-            for seed, r in by_seed.items():
-                w.writerows([name, seed, t, f"{ret:.6g}"] for t, ret, _ in r["episodes"])
-    grid = np.linspace(0, args.total_timesteps, 101)[1:]
-    plot_curves(runs, grid, args.window, f"{args.env}: ours vs SB3 PPO (mean ± 95% CI)", out / "curves.png",
-                threshold)
-    summary = summarize(runs, threshold, args.window, args.delta)
-    summary.update(env=args.env, total_timesteps=args.total_timesteps, seeds=args.seeds, preset=args.preset,
-                   config=config.replace(seed=0).to_dict(), torch_threads=args.threads)
+            for seed in sorted(by_seed):
+                w.writerows([name, seed, e[0], f"{e[1]:.6g}"] for e in by_seed[seed]["episodes"])
+    with (out / "runs.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["agent", "seed", "steps_per_second"])
+        w.writerows([name, seed, f"{by_seed[seed]['fps']:.6g}"] for name, by_seed in runs.items()
+                    for seed in sorted(by_seed))
+    grid = np.linspace(0, meta["total_timesteps"], 101)[1:]
+    plot_curves(runs, grid, meta["window"], f"{meta['env']}: ours vs SB3 PPO (mean ± 95% CI)", out / "curves.png",
+                meta["threshold"])
+    summary = summarize(runs, meta["threshold"], meta["window"], delta)
+    summary.update({k: meta[k] for k in ("env", "total_timesteps", "preset", "config", "torch_threads")},
+                   seeds={name: sorted(by_seed) for name, by_seed in runs.items()})
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    print(format_table(summary))
-    print(f"wrote {out / 'curves.csv'}, {out / 'curves.png'}, {out / 'summary.json'}")
+    return summary
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.window is not None and args.window < 1:
+        raise ValueError(f"--window must be positive, got {args.window}")
+    out = Path(args.out)
+    summary = write_outputs(out, *merge_runs(args.merge, args), args.delta) if args.merge else train_runs(args)
+    print(format_summary(summary))
+    print(f"wrote {out / 'curves.csv'}, {out / 'runs.csv'}, {out / 'curves.png'}, {out / 'summary.json'}")
     return 0
 
 
-def format_table(summary: dict[str, Any]) -> str:
-    rows = ["| agent | final return (95% CI) | steps to threshold (median, reached) | steps/s |", "|---|---|---|---|"]
+def _ci(x: dict[str, Any] | list[float], digits: int) -> str:
+    lo, hi = x["ci95"] if isinstance(x, dict) else x
+    return f"({lo:.{digits}f}, {hi:.{digits}f})"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The per-agent table and the comparison, as ``validate-sb3`` prints them."""
+    rows = ["| agent | seeds | final return (95% CI) | steps to threshold (median, reached) | steps/s |",
+            "|---|---|---|---|---|"]
     for name, a in summary["agents"].items():
         fr, st = a["final_return"], a["steps_to_threshold"]
         med = "n/a" if st["median"] is None else f"{st['median']:.0f}"
-        rows.append(f"| {name} | {fr['mean']:.3f} ({fr['ci95'][0]:.3f}, {fr['ci95'][1]:.3f}) | {med} "
+        rows.append(f"| {name} | {len(a['seeds'])} | {fr['mean']:.3f} {_ci(fr, 3)} | {med} "
                     f"({st['reached']}/{len(a['seeds'])}) | {a['steps_per_second']['mean']:.0f} |")
-    if "difference_ours_minus_sb3" in summary:
-        d = summary["difference_ours_minus_sb3"]
-        rows.append(f"\ndifference ours - sb3: {d['mean']:.3f}, 90% CI ({d['ci90_bootstrap'][0]:.3f}, "
-                    f"{d['ci90_bootstrap'][1]:.3f}), delta {summary['delta']:.3f}: {summary['verdict']}")
+    c = summary.get("comparison")
+    if c is not None:
+        rows.append(f"\ntest: {c['test']}")
+        if "difference_ours_minus_sb3" in c:
+            d, mdd = c["difference_ours_minus_sb3"], c["min_detectable_difference"]
+            rows.append(f"ours - sb3 = {d['mean']:.3f}, 95% CI {_ci(d['ci95'], 3)}, 90% CI {_ci(d['ci90'], 3)}; "
+                        f"Welch p = {c['welch_p']:.3g}, TOST p (delta {c['delta']:.3g}) = {c['tost_p']:.3g}, "
+                        f"Mann-Whitney p = {c['mann_whitney_p']:.3g}; minimum detectable difference "
+                        f"{mdd['value']:.3g} (alpha {mdd['alpha']}, power {mdd['power']})")
+        rows.append(f"seeds: ours {c['n_seeds']['ours']}, sb3 {c['n_seeds']['sb3']}; verdict: {c['verdict']}")
     return "\n".join(rows)
+
+
+TABLE_START, TABLE_END = "<!-- validation-table:start -->", "<!-- validation-table:end -->"
+
+
+def _num(x: float) -> str:
+    """A return as the table writes it: 1 decimal from 100 up, 2 below."""
+    return f"{x:.1f}" if abs(x) >= 100 else f"{x:.2f}"
+
+
+def table_row(s: dict[str, Any]) -> str:
+    """One README row from a ``summary.json``."""
+    ours, sb3, c = s["agents"]["ours"], s["agents"]["sb3"], s["comparison"]
+    cells = [f"{s['env']} ({s['total_timesteps'] // 1000}k, {len(ours['seeds'])}/{len(sb3['seeds'])})"]
+    for a in (ours, sb3):
+        fr = a["final_return"]
+        cells.append(f"{_num(fr['mean'])} ({_num(fr['ci95'][0])}, {_num(fr['ci95'][1])})")
+    med = [a["steps_to_threshold"]["median"] for a in (ours, sb3)]
+    cells.append(" / ".join("never" if m is None else f"{m:.0f}" for m in med) + " (" + " / ".join(
+        f"{a['steps_to_threshold']['reached']}/{len(a['seeds'])}" for a in (ours, sb3)) + f") to {s['threshold']:g}")
+    if "difference_ours_minus_sb3" in c:
+        d = c["difference_ours_minus_sb3"]
+        cells += [f"{_num(d['mean'])} ({_num(d['ci95'][0])}, {_num(d['ci95'][1])})", f"{c['welch_p']:.2g}",
+                  f"{c['tost_p']:.2g} (δ {c['delta']:.3g})", f"{c['min_detectable_difference']['value']:.3g}"]
+    else:
+        cells += ["n/a"] * 4
+    cells.append(c["verdict"].split(":")[0])
+    return "| " + " | ".join(cells) + " |"
+
+
+def table(folder: str | Path) -> str:
+    """The README's validation table: one row per ``FOLDER/*/summary.json`` with both agents."""
+    summaries = [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*/summary.json"))]
+    rows = ["| env (budget, seeds ours/SB3) | ours: final return (95% CI) | SB3: final return (95% CI) | "
+            "steps to threshold, median (seeds reaching) ours / SB3 | ours − SB3 (95% Welch CI) | Welch p | "
+            "TOST p (δ) | min. detectable difference | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    rows += [table_row(s) for s in summaries if {"ours", "sb3"} <= set(s["agents"]) and "comparison" in s]
+    return "\n".join(rows)
+
+
+def write_table(readme: str | Path, text: str) -> None:
+    """Replace what lies between the table markers in ``readme`` with ``text``."""
+    path = Path(readme)
+    doc = path.read_text()
+    if TABLE_START not in doc or TABLE_END not in doc:
+        raise ValueError(f"{path} has no {TABLE_START} ... {TABLE_END} markers to put the table between")
+    head, rest = doc.split(TABLE_START, 1)
+    path.write_text(f"{head}{TABLE_START}\n{text}\n{TABLE_END}{rest.split(TABLE_END, 1)[1]}")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(prog="python -m agents.validate", description="the README's validation table "
+                                "from committed summary.json files")
+    p.add_argument("command", choices=["table"])
+    p.add_argument("folder", help="a folder of validate-sb3 output folders (docs/validation)")
+    p.add_argument("--write", default=None, metavar="README", help="put the table between the markers of README")
+    a = p.parse_args()
+    md = table(a.folder)
+    if a.write:
+        write_table(a.write, md)
+    print(md)

@@ -12,7 +12,8 @@ from agents.demo import run_episodes
 from agents.ppo.agent import PPOAgent, PPOConfig
 
 torch.set_num_threads(1)
-config = PPOConfig.sb3(n_envs=8, n_steps=64, minibatch_size=128, n_epochs=10, learning_rate=1e-3, ent_coef=0.01)
+config = PPOConfig.sb3(n_envs=8, n_steps=64, learning_rate=1e-3,
+                       update=dict(minibatch_size=128, n_epochs=10, ent_coef=0.01))
 agent = PPOAgent("TextGen-Copy-v0", config, log_dir="runs/ppo_text_copy", progress_bar=True).learn(30_720)
 agent.save("runs/ppo_text_copy/model")
 env = gym.make("TextGen-Copy-v0", render_mode="ansi")

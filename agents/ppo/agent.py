@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from agents.device import resolve_device
 from agents.ppo.core import PPOUpdateConfig, compute_gae, ppo_update
 from agents.ppo.optim import FlatAdam
 from agents.ppo.policies import make_policy
@@ -106,8 +107,8 @@ class PPOConfig:
         against 1.5 x ``target_kl`` before the step, truncation bootstrapped, a minibatch is ``batch_size``
         samples, same-step autoreset (SB3's ``VecEnv``), SB3's defaults (n_steps 2048, batch 64, 10 epochs,
         lr 3e-4, clip 0.2, gamma 0.99, lambda 0.95, ent 0, max_grad_norm 0.5, Adam eps 1e-5, orthogonal
-        init, separate 64-64 tanh MLPs). Keyword overrides may name fields of ``PPOConfig`` or of
-        ``PPOUpdateConfig`` (``minibatch_size=256``)."""
+        init, separate 64-64 tanh MLPs). Keyword overrides go to :meth:`replace` (``update={"minibatch_size": 256}``
+        for the update's fields)."""
         base = cls(
             n_envs=1, n_steps=2048, learning_rate=3e-4, gamma=0.99, gae_lambda=0.95, bootstrap_truncation=True,
             autoreset_mode="same_step", net_arch=(64, 64), activation="tanh", ortho_init=True, adam_eps=1e-5,
@@ -134,22 +135,24 @@ class PPOConfig:
         """rl-baselines3-zoo's tuned PPO for CartPole-v1 on the SB3 preset: 8 envs x 32 steps, batch 256,
         20 epochs, gamma 0.98, lambda 0.8, lr and clip 1e-3 and 0.2 decayed linearly, ent 0."""
         base = cls.sb3(n_envs=8, n_steps=32, learning_rate=1e-3, lr_schedule="linear", clip_schedule="linear",
-                       gamma=0.98, gae_lambda=0.8, minibatch_size=256, n_epochs=20, ent_coef=0.0)
+                       gamma=0.98, gae_lambda=0.8, update={"minibatch_size": 256, "n_epochs": 20, "ent_coef": 0.0})
         return base.replace(**overrides)
 
     def replace(self, **overrides: Any) -> PPOConfig:
-        """A copy with fields replaced; names of ``PPOUpdateConfig`` fields go to ``update``."""
-        update_fields = {f.name for f in dataclasses.fields(PPOUpdateConfig)}
+        """A copy with fields of ``PPOConfig`` replaced. ``update`` takes a :class:`PPOUpdateConfig`, or a dict
+        of its fields to replace in the current one: ``cfg.replace(n_steps=64, update={"n_epochs": 4})``."""
         own = {f.name for f in dataclasses.fields(self)}
-        unknown = set(overrides) - update_fields - own
+        unknown = set(overrides) - own
         if unknown:
-            raise TypeError(f"unknown PPO option(s) {sorted(unknown)}; options: {sorted(own | update_fields)}")
-        upd = {k: v for k, v in overrides.items() if k in update_fields and k not in own}
-        top = {k: v for k, v in overrides.items() if k in own}
-        if "update" in top and upd:
-            raise TypeError("pass either update=PPOUpdateConfig(...) or its fields, not both")
-        update = dataclasses.replace(top.pop("update", self.update), **upd)
-        return dataclasses.replace(self, update=update, **top)
+            hint = sorted(unknown & {f.name for f in dataclasses.fields(PPOUpdateConfig)})
+            raise TypeError(f"unknown PPO option(s) {sorted(unknown)}; options: {sorted(own)}"
+                            + (f"; {hint} belong to update=: pass update={{{hint[0]!r}: ...}}" if hint else ""))
+        update = overrides.pop("update", self.update)
+        if isinstance(update, dict):
+            update = dataclasses.replace(self.update, **update)
+        elif not isinstance(update, PPOUpdateConfig):
+            raise TypeError(f"update must be a PPOUpdateConfig or a dict of its fields, got {update!r}")
+        return dataclasses.replace(self, update=update, **overrides)
 
     def validate(self) -> None:
         """Raise ``ValueError`` for a config that cannot run; called before any env is built."""
@@ -198,12 +201,6 @@ class PPOConfig:
         d["update"] = PPOUpdateConfig(**d["update"])
         d["net_arch"] = tuple(d["net_arch"])
         return cls(**d)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def check_env_id(env_id: str) -> None:

@@ -20,53 +20,56 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-
 # --------------------------------------------------------------------------------------------------------
-# masked statistics (padding never counts)
+# masked statistics (padding never counts), on one process or, with ``all_reduce``, over every process
 # --------------------------------------------------------------------------------------------------------
-# ``mask=None`` means every entry counts: the same numbers as an all-ones mask (``x * 1 == x`` and the count is
-# exact), without the products. :func:`ppo_update` passes None when the whole batch is valid.
-def _count(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """The number of entries that count, clamped to >= 1, as a tensor (``mask.sum().clamp_min(1)``)."""
-    return mask.sum().clamp_min(1) if mask is not None else x.new_tensor(float(max(x.numel(), 1)))
+AllReduce = Callable[[torch.Tensor], torch.Tensor]
+"""sums a tensor over processes (:meth:`agents.distributed.Dist.all_reduce_sum`; the identity on one process)"""
 
 
-def masked_sum(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    return x.sum() if mask is None else (x * mask).sum()
+def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum()
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of ``x`` where ``mask`` is 1; 0 when the mask is empty."""
-    return masked_sum(x, mask) / _count(x, mask)
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, all_reduce: AllReduce | None = None) -> torch.Tensor:
+    """Mean of ``x`` where ``mask`` is 1; 0 when the mask is empty. With ``all_reduce``: over the union of every
+    process's entries (processes may hold different numbers of them)."""
+    total, count = masked_sum(x, mask), mask.sum()
+    if all_reduce is not None:
+        total, count = all_reduce(torch.stack([total, count.to(total.dtype)]))
+    return total / count.clamp_min(1)
 
 
-def masked_var(x: torch.Tensor, mask: torch.Tensor | None, unbiased: bool = True) -> torch.Tensor:
-    return _masked_var_centred(x - masked_mean(x, mask), mask, unbiased)
-
-
-def _masked_var_centred(centred: torch.Tensor, mask: torch.Tensor | None, unbiased: bool) -> torch.Tensor:
-    """:func:`masked_var` given ``centred = x - masked_mean(x, mask)``."""
-    var = masked_mean(centred**2, mask)
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True,
+               all_reduce: AllReduce | None = None) -> torch.Tensor:
+    """Variance of ``x`` where ``mask`` is 1 (with ``all_reduce``: over every process: two collectives, the mean
+    and then the squared deviations)."""
+    var = masked_mean((x - masked_mean(x, mask, all_reduce)) ** 2, mask, all_reduce)
     if unbiased:  # Bessel's correction, as torch.std and TRL do
-        if mask is None:
-            k = centred.numel()
-            var = var * centred.new_tensor(float(k)) / centred.new_tensor(float(max(k - 1, 1)))
-        else:
-            n = mask.sum()
-            var = var * n / (n - 1).clamp_min(1)
+        n = mask.sum().to(var.dtype)
+        n = all_reduce(n) if all_reduce is not None else n
+        var = var * n / (n - 1).clamp_min(1)
     return var
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor | None, shift_mean: bool = True,
-                  eps: float = 1e-8) -> torch.Tensor:
-    """``(x - mean) / std`` over the masked entries; padding stays 0. ``shift_mean=False`` keeps the mean
-    (TRL whitens rewards that way)."""
-    mean = masked_mean(x, mask)
-    centred = x - mean
-    out = centred * torch.rsqrt(_masked_var_centred(centred, mask, True) + eps)
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8,
+                  all_reduce: AllReduce | None = None) -> torch.Tensor:
+    """``(x - mean) / std`` over the masked entries (of every process, with ``all_reduce``); padding stays 0.
+    ``shift_mean=False`` keeps the mean (TRL whitens rewards that way)."""
+    mean = masked_mean(x, mask, all_reduce)
+    out = (x - mean) * torch.rsqrt(masked_var(x, mask, True, all_reduce) + eps)
     if not shift_mean:
         out = out + mean
-    return out if mask is None else out * mask
+    return out * mask
+
+
+def explained_variance(y_pred: torch.Tensor, y_true: torch.Tensor, mask: torch.Tensor,
+                       all_reduce: AllReduce | None = None) -> float:
+    """1 - Var[y - y_pred] / Var[y] over masked entries (SB3's ``train/explained_variance``); nan if Var[y]=0."""
+    var_y = masked_var(y_true, mask, False, all_reduce)
+    if var_y.item() == 0:
+        return float("nan")
+    return float(1 - masked_var(y_true - y_pred, mask, False, all_reduce) / var_y)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -124,7 +127,7 @@ def sequence_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
 # losses
 # --------------------------------------------------------------------------------------------------------
 def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
-                mask: torch.Tensor | None, clip_range: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                mask: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The clipped surrogate ``-min(r A, clip(r, 1-eps, 1+eps) A)``, as a masked *sum* (the caller divides),
     and detached statistics: ``approx_kl`` (Schulman's ``(r - 1) - log r`` estimator, as SB3/CleanRL) and
     ``clip_fraction``, both masked sums too."""
@@ -136,14 +139,13 @@ def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages
         ratio_m1 = ratio - 1
         stats = {
             "approx_kl": masked_sum(ratio_m1 - log_ratio, mask),
-            "clip_fraction": masked_sum((ratio_m1.abs() > clip_range).to(ratio.dtype if mask is None else mask.dtype),
-                                        mask),
+            "clip_fraction": masked_sum((ratio_m1.abs() > clip_range).to(mask.dtype), mask),
             "ratio": masked_sum(ratio, mask),
         }
     return loss, stats
 
 
-def value_loss(new_value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor | None,
+def value_loss(new_value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
                clip_range_vf: float | None, clip_takes_max: bool = True) -> torch.Tensor:
     """Squared error to the returns, as a masked *sum*. With ``clip_range_vf`` the new value is kept within
     that distance of the old one; ``clip_takes_max=True`` takes the larger of the clipped and unclipped
@@ -154,14 +156,6 @@ def value_loss(new_value: torch.Tensor, old_value: torch.Tensor, returns: torch.
         clipped_err = (clipped - returns) ** 2
         err = torch.max(err, clipped_err) if clip_takes_max else clipped_err
     return masked_sum(err, mask)
-
-
-def explained_variance(y_pred: torch.Tensor, y_true: torch.Tensor, mask: torch.Tensor) -> float:
-    """1 - Var[y - y_pred] / Var[y] over masked entries (SB3's ``train/explained_variance``); nan if Var[y]=0."""
-    var_y = masked_var(y_true, mask, unbiased=False)
-    if var_y.item() == 0:
-        return float("nan")
-    return float(1 - masked_var(y_true - y_pred, mask, unbiased=False) / var_y)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -178,17 +172,36 @@ class EvaluatesActions(Protocol):
 
 
 class DataParallel(Protocol):
-    """What :func:`ppo_update` needs to run on several processes (:class:`agents.distributed.Dist` has it)."""
+    """What :func:`ppo_update` needs to run on several processes: :class:`agents.distributed.Dist` has it, and
+    :class:`SingleProcess` is the one-process version, where every method does nothing."""
 
     world_size: int
 
-    def all_reduce_sum(self, x: torch.Tensor | float) -> torch.Tensor: ...
+    def all_reduce_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum over processes."""
+        ...
 
-    def global_masked_whiten(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
-
-    def no_sync(self, prepared: Any) -> contextlib.AbstractContextManager[None]: ...
+    def no_sync(self, prepared: Any) -> contextlib.AbstractContextManager[None]:
+        """Backward inside it accumulates gradients without the all-reduce."""
+        ...
 
     def backward(self, loss: torch.Tensor) -> None: ...
+
+
+class SingleProcess:
+    """:class:`DataParallel` for one process: sums over one process are the input, ``no_sync`` has nothing to
+    skip, ``backward`` is ``loss.backward()``."""
+
+    world_size = 1
+
+    def all_reduce_sum(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def no_sync(self, prepared: Any) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
 
 
 @dataclass
@@ -227,47 +240,90 @@ def iterate_minibatches(n: int, size: int, generator: torch.Generator | None) ->
         yield perm[start : start + size]
 
 
-def index_batch(batch: dict[str, Any], idx: torch.Tensor) -> dict[str, Any]:
-    """Select rows ``idx`` (1-D integer indices) of every tensor (and every nested dict of tensors) in ``batch``."""
+def index_batch(batch: dict[str, Any], idx: torch.Tensor | slice) -> dict[str, Any]:
+    """Rows ``idx`` (1-D integer indices, or a slice) of every tensor (and nested dict of tensors) in ``batch``."""
     out: dict[str, Any] = {}
     for k, v in batch.items():
-        if isinstance(v, torch.Tensor):
-            out[k] = v.index_select(0, idx if idx.device == v.device else idx.to(v.device))
-        elif isinstance(v, dict):
+        if isinstance(v, dict):
             out[k] = index_batch(v, idx)
+        elif isinstance(v, torch.Tensor):
+            out[k] = v[idx] if isinstance(idx, slice) else v.index_select(0, idx.to(v.device))
         else:
             out[k] = v
     return out
 
 
-def zero_grad(optimizer: torch.optim.Optimizer) -> None:
-    """``optimizer.zero_grad(set_to_none=True)``; for torch's own optimizers without its profiler scope (10 us)."""
-    if type(optimizer).zero_grad is torch.optim.Optimizer.zero_grad:
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                p.grad = None
-    else:  # a wrapper (accelerate's ...) may do more
-        optimizer.zero_grad(set_to_none=True)
+STAT_NAMES = ("approx_kl", "clip_fraction", "ratio", "policy_gradient_loss", "value_loss", "entropy")
+"""the masked sums a micro-batch contributes to the statistics, in :class:`UpdateStats` rows"""
 
 
-def _foreach_clip_ok(params: list[torch.nn.Parameter]) -> bool:
-    """Whether :func:`clip_grad_norm` may take its one-group path: plain tensors on one device (CPU or CUDA), one
-    dtype."""
-    return bool(params) and all(type(p) in (torch.Tensor, torch.nn.Parameter) and not p.is_sparse for p in params) \
-        and len({(p.device, p.dtype) for p in params}) == 1 and params[0].device.type in ("cpu", "cuda")
+class UpdateStats:
+    """The update's ``train/`` statistics (SB3's keys), averaged over optimizer steps.
+
+    Each step adds its micro-batches' masked sums (:data:`STAT_NAMES`) as tensors, its token count and its
+    gradient norm; they are read back once, in :meth:`means` (one device-to-host copy per update). A step's
+    value is its sums over its token count (under data parallelism: this process's sums over the global count,
+    so the mean over processes is the global value)."""
+
+    def __init__(self, vf_coef: float, ent_coef: float) -> None:
+        self.vf_coef, self.ent_coef = vf_coef, ent_coef
+        self.steps: list[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]] = []
+        self.stopping_kl: float | None = None  # the KL of a minibatch that stopped the update (SB3 logs it)
+
+    def add_step(self, rows: list[torch.Tensor], tokens: torch.Tensor, grad_norm: torch.Tensor | None) -> None:
+        self.steps.append((rows, tokens, grad_norm))
+
+    def means(self) -> dict[str, float]:
+        values: dict[str, list[float]] = {}
+        if self.steps:
+            sums = iter(torch.stack([r for rows, _, _ in self.steps for r in rows]).tolist())
+            tokens = torch.stack([t for _, t, _ in self.steps]).tolist()
+            norms = [g for _, _, g in self.steps if g is not None]
+            norm_values = iter(torch.stack(norms).tolist() if norms else [])
+            for (rows, _, norm), tok in zip(self.steps, tokens):
+                st = [0.0] * len(STAT_NAMES)
+                for _ in rows:  # summed in float64, in micro-batch order
+                    st = [a + b for a, b in zip(st, next(sums))]
+                kl, clip, ratio, pg, vf, ent = st
+                step = {"approx_kl": kl / tok, "clip_fraction": clip / tok, "policy_gradient_loss": pg / tok,
+                        "value_loss": vf / tok, "entropy_loss": -ent / tok, "ratio": ratio / tok,
+                        "loss": (pg + self.vf_coef * vf - self.ent_coef * ent) / tok}
+                if norm is not None:
+                    step["grad_norm"] = next(norm_values)
+                for k, v in step.items():
+                    values.setdefault(k, []).append(v)
+        if self.stopping_kl is not None:
+            values.setdefault("approx_kl", []).append(self.stopping_kl)
+        return {f"train/{k}": sum(v) / len(v) for k, v in values.items()}
 
 
-def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float, one_group: bool | None = None) -> torch.Tensor:
-    """``torch.nn.utils.clip_grad_norm_(params, max_norm)``: the same operations, so the same numbers, without its
-    per-call grouping and dispatch overhead when ``params`` are one device and dtype (``one_group``, from
-    :func:`_foreach_clip_ok` when None); torch's function otherwise. Returns the total norm before clipping."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads or not (_foreach_clip_ok(params) if one_group is None else one_group):
-        return torch.nn.utils.clip_grad_norm_(params, max_norm)
-    with torch.no_grad():
-        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
-        torch._foreach_mul_(grads, torch.clamp(float(max_norm) / (total + 1e-6), max=1.0))
-    return total
+def minibatch_kl(rows: list[torch.Tensor], tokens: torch.Tensor, dp: DataParallel) -> float:
+    """The approximate KL of a minibatch over every process (the same early-stopping decision on each)."""
+    kl_sum = 0.0
+    for r in torch.stack(rows)[:, 0].tolist():
+        kl_sum += r
+    return float(dp.all_reduce_sum(torch.tensor(kl_sum, dtype=torch.float64))) / (float(tokens) * dp.world_size)
+
+
+def check_finite(loss: torch.Tensor, dp: DataParallel, pg: torch.Tensor, vf: torch.Tensor, ent: torch.Tensor) -> None:
+    """Raise ``FloatingPointError`` on every process when the loss is not finite on any (one raising alone would
+    leave the others waiting in the next all-reduce)."""
+    here = not math.isfinite(loss.item())
+    n_bad = int(dp.all_reduce_sum(torch.tensor(float(here), dtype=torch.float64)))
+    if here:
+        raise FloatingPointError(f"PPO loss is {loss.item()} (policy {pg.item():.4g}, value {vf.item():.4g}, "
+                                 f"entropy {ent.item():.4g}); stopping")
+    if n_bad:
+        raise FloatingPointError(f"PPO loss is not finite on {n_bad} other process(es); stopping")
+
+
+def check_update_config(cfg: PPOUpdateConfig, n: int) -> None:
+    if cfg.normalize_advantage not in ("minibatch", "batch", "none"):
+        raise ValueError(f"normalize_advantage must be 'minibatch', 'batch' or 'none', got {cfg.normalize_advantage!r}")
+    if cfg.target_kl_mode not in ("minibatch", "epoch"):
+        raise ValueError(f"target_kl_mode must be 'minibatch' or 'epoch', got {cfg.target_kl_mode!r}")
+    if cfg.minibatch_size <= 0 or cfg.minibatch_size > n:
+        raise ValueError(f"minibatch_size={cfg.minibatch_size} must be in [1, batch size {n}]")
 
 
 def ppo_update(
@@ -276,173 +332,81 @@ def ppo_update(
     batch: dict[str, Any],
     cfg: PPOUpdateConfig,
     generator: torch.Generator | None = None,
-    autocast: Callable[[], Any] | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
     dist: DataParallel | None = None,
 ) -> dict[str, float]:
     """Run PPO's epochs x minibatches on one batch and return the mean statistics (SB3's ``train/`` keys).
 
     ``batch`` holds ``actions``, ``logprobs``, ``values``, ``advantages``, ``returns`` and ``mask``, all
-    ``(N, T)``, plus whatever the policy's ``evaluate`` reads (observations, input ids ...).
+    ``(N, T)``, plus whatever the policy's ``evaluate`` reads (observations, input ids ...). ``autocast``
+    makes the context of the forward passes (bf16 autocast; None: none).
 
-    ``dist`` (data parallel, optional): ``batch`` is this process's share of the global batch,
-    ``cfg.minibatch_size`` its share of the global minibatch, and ``policy`` the DDP-prepared one
-    (:meth:`agents.distributed.Dist.prepare_policy`). Then advantages are whitened with global statistics, the
-    loss is divided by the *global* token count over ``world_size`` (DDP averages gradients, so the step equals
-    one process's on the whole minibatch), micro-batches but the last skip the all-reduce (``no_sync``), a
-    non-finite loss on any process stops every process, and early stopping uses the global approx KL. The
-    returned statistics are this process's sums over the global count: :meth:`Dist.all_reduce_mean` of them is
-    the global value.
-
-    Speed (small policies are bound by per-operation overhead): when every row of ``mask`` is 1 the masked sums
-    skip their products with the mask (the same numbers); with ``ent_coef == 0`` the entropy stays out of the
-    graph (its term would add exact zeros); the statistics stay tensors until the end of the update (one
-    device-to-host copy), except with ``target_kl``, whose check needs each minibatch's KL before its step.
+    ``dist`` (:class:`DataParallel`; None: :class:`SingleProcess`): ``batch`` is this process's share of the
+    global batch, ``cfg.minibatch_size`` its share of the global minibatch, and ``policy`` the DDP-prepared one
+    (:meth:`agents.distributed.Dist.prepare_policy`). Advantages are whitened with global statistics, the loss
+    is divided by the global token count over ``world_size`` (DDP averages gradients, so a step equals one
+    process's on the whole minibatch), micro-batches but the last skip the all-reduce, and a non-finite loss or
+    the target KL stops every process together.
     """
-    if cfg.normalize_advantage not in ("minibatch", "batch", "none"):
-        raise ValueError(f"normalize_advantage must be 'minibatch', 'batch' or 'none', got {cfg.normalize_advantage!r}")
-    if cfg.target_kl_mode not in ("minibatch", "epoch"):
-        raise ValueError(f"target_kl_mode must be 'minibatch' or 'epoch', got {cfg.target_kl_mode!r}")
+    dp = dist if dist is not None else SingleProcess()
+    autocast = autocast if autocast is not None else contextlib.nullcontext
     mask = batch["mask"].float()
     n = mask.shape[0]
-    if cfg.minibatch_size <= 0 or cfg.minibatch_size > n:
-        raise ValueError(f"minibatch_size={cfg.minibatch_size} must be in [1, batch size {n}]")
+    check_update_config(cfg, n)
     batch = dict(batch, mask=mask)
-    whiten = masked_whiten if dist is None else dist.global_masked_whiten
     if cfg.normalize_advantage == "batch":
-        batch["advantages"] = whiten(batch["advantages"], mask)
-    full = bool(mask.all())  # every row counts (toy tasks): masked sums need no mask (x * 1 == x)
-    micro = cfg.micro_batch_size or cfg.minibatch_size
+        batch["advantages"] = masked_whiten(batch["advantages"], mask, all_reduce=dp.all_reduce_sum)
     params = [p for p in policy.parameters() if p.requires_grad]
-    one_group = _foreach_clip_ok(params)
-    with_entropy = cfg.ent_coef != 0  # else the entropy is a statistic only: no graph, no backward through it
-    eager = cfg.target_kl is not None  # early stopping reads each minibatch's KL before its step
-    sums: dict[str, float] = {}
-    counts: dict[str, float] = {}
-
-    def log(key: str, value: float, weight: float = 1.0) -> None:
-        sums[key] = sums.get(key, 0.0) + value * weight
-        counts[key] = counts.get(key, 0.0) + weight
-
-    def log_step(rows: list[list[float]], tok: float, grad_norm: float | None, approx_kl: float | None = None) -> None:
-        """Log one optimizer step from its micro-batches' ``[approx_kl, clip_fraction, ratio, pg, vf, ent]`` sums
-        (``approx_kl``: the global one under ``dist`` with ``target_kl``)."""
-        st = [0.0] * 6
-        for row in rows:  # summed in float64 in micro-batch order
-            st = [a + b for a, b in zip(st, row)]
-        if grad_norm is not None:
-            log("train/grad_norm", grad_norm)
-        log("train/approx_kl", st[0] / tok if approx_kl is None else approx_kl)
-        log("train/clip_fraction", st[1] / tok)
-        log("train/policy_gradient_loss", st[3] / tok)
-        log("train/value_loss", st[4] / tok)
-        log("train/entropy_loss", -st[5] / tok)
-        log("train/ratio", st[2] / tok)
-        log("train/loss", (st[3] + cfg.vf_coef * st[4] - cfg.ent_coef * st[5]) / tok)
-
-    def sync(last: bool) -> contextlib.AbstractContextManager[None]:
-        # gradient accumulation under DDP: all-reduce once, on the last micro-batch (forward included)
-        return dist.no_sync(policy) if dist is not None and not last else contextlib.nullcontext()
-
-    # deferred statistics: per step, its micro-batches' stacked sums, its token count and its gradient norm
-    pending: list[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]] = []
-    n_updates, stop = 0, False
+    micro = cfg.micro_batch_size or cfg.minibatch_size
+    stats, n_updates = UpdateStats(cfg.vf_coef, cfg.ent_coef), 0
     for _epoch in range(cfg.n_epochs):
-        epoch_kl, epoch_tokens = 0.0, 0.0
+        epoch_kl, epoch_tokens = 0.0, 0.0  # token-weighted KL of the epoch (with target_kl)
         for mb_idx in iterate_minibatches(n, cfg.minibatch_size, generator):
             mb = index_batch(batch, mb_idx)
             mb_n = mb_idx.numel()
-            mb_mask = None if full else mb["mask"]
-            # the loss is a mean over the minibatch's real tokens
-            mb_tokens = mb["mask"].sum().clamp_min(1) if mb_mask is not None else \
-                mask.new_tensor(float(mb["mask"].numel()))
-            if dist is not None:  # the global minibatch's tokens; DDP's gradient mean over processes restores 1/W
-                mb_tokens = (dist.all_reduce_sum(mb["mask"].sum()) / dist.world_size).clamp_min(1 / dist.world_size)
-                mb_tokens = mb_tokens.to(mask.dtype)
-            mb_adv = mb["advantages"]
-            if cfg.normalize_advantage == "minibatch" and mb_n > 1:  # SB3: skip for a single sample
-                mb_adv = whiten(mb_adv, mb["mask"] if dist is not None else mb_mask)
-            zero_grad(optimizer)
-            rows: list[torch.Tensor] = []
+            # the loss is a mean over the global minibatch's real tokens; DDP's mean over processes restores 1/W
+            mb_tokens = (dp.all_reduce_sum(mb["mask"].sum()) / dp.world_size).clamp_min(1 / dp.world_size)
+            if cfg.normalize_advantage == "minibatch" and mb_n > 1:  # SB3: not for a single sample
+                mb["advantages"] = masked_whiten(mb["advantages"], mb["mask"], all_reduce=dp.all_reduce_sum)
+            optimizer.zero_grad(set_to_none=True)
+            rows = []
             for start in range(0, mb_n, micro):
-                sl = slice(start, start + micro)
-                # the whole minibatch in one pass (the common case): no second copy of every tensor
-                mu = mb if micro >= mb_n else index_batch(mb, torch.arange(mb_n)[sl])
-                mu_mask, mu_adv = (None if full else mu["mask"]), mb_adv[sl]
-                last_micro = start + micro >= mb_n
-                with sync(last_micro), autocast() if autocast is not None else contextlib.nullcontext():
-                    new_logprob, entropy, new_value = policy.evaluate(mu)  # (n, T) each
-                new_logprob, entropy, new_value = new_logprob.float(), entropy.float(), new_value.float()
-                pg_sum, pst = policy_loss(new_logprob, mu["logprobs"], mu_adv, mu_mask, cfg.clip_range)
-                vf_sum = value_loss(new_value, mu["values"], mu["returns"], mu_mask, cfg.clip_range_vf,
+                mu = mb if micro >= mb_n else index_batch(mb, slice(start, start + micro))
+                # gradient accumulation under DDP: all-reduce once, on the last micro-batch (forward included)
+                sync = dp.no_sync(policy) if start + micro < mb_n else contextlib.nullcontext()
+                with sync, autocast():
+                    new_logprob, entropy, new_value = (t.float() for t in policy.evaluate(mu))  # (n, T) each
+                pg_sum, pg_stats = policy_loss(new_logprob, mu["logprobs"], mu["advantages"], mu["mask"],
+                                               cfg.clip_range)
+                vf_sum = value_loss(new_value, mu["values"], mu["returns"], mu["mask"], cfg.clip_range_vf,
                                     cfg.vf_clip_takes_max)
-                if with_entropy:
-                    ent_sum = masked_sum(entropy, mu_mask)
-                    loss = (pg_sum + cfg.vf_coef * vf_sum - cfg.ent_coef * ent_sum) / mb_tokens
-                else:
-                    with torch.no_grad():
-                        ent_sum = masked_sum(entropy, mu_mask)
-                    loss = (pg_sum + cfg.vf_coef * vf_sum) / mb_tokens
-                finite = math.isfinite(loss.item())
-                if dist is not None:  # every process decides together: one raising alone would hang the others
-                    n_bad = int(dist.all_reduce_sum(float(not finite)))
-                    if finite and n_bad:
-                        raise FloatingPointError(f"PPO loss is not finite on {n_bad} other process(es); stopping")
-                if not finite:
-                    raise FloatingPointError(f"PPO loss is {loss.item()} (policy {pg_sum.item():.4g}, value "
-                                             f"{vf_sum.item():.4g}, entropy {ent_sum.item():.4g}); stopping")
-                with sync(last_micro):
-                    if dist is not None:
-                        dist.backward(loss)
-                    else:
-                        loss.backward()
-                rows.append(torch.stack([pst["approx_kl"], pst["clip_fraction"], pst["ratio"], pg_sum.detach(),
-                                         vf_sum.detach(), ent_sum.detach()]))
-            if not eager:
-                grad_norm = None
-                if cfg.max_grad_norm is not None:
-                    grad_norm = clip_grad_norm(params, cfg.max_grad_norm, one_group)
-                optimizer.step()
-                n_updates += 1
-                pending.append((rows, mb_tokens, grad_norm))
-                continue
-            st_rows = torch.stack(rows).tolist()
-            tok = float(mb_tokens)
-            kl_sum = 0.0
-            for r in st_rows:
-                kl_sum += r[0]
-            approx_kl = kl_sum / tok
-            if dist is not None:  # the same decision on every process
-                approx_kl = float(dist.all_reduce_sum(kl_sum)) / (tok * dist.world_size)
-            if cfg.target_kl_mode == "minibatch" and approx_kl > 1.5 * cfg.target_kl:
-                stop = True  # SB3 stops *before* stepping on this minibatch
-                log("train/approx_kl", approx_kl)
-                break
-            gn = None
+                ent_sum = masked_sum(entropy, mu["mask"])
+                loss = (pg_sum + cfg.vf_coef * vf_sum - cfg.ent_coef * ent_sum) / mb_tokens
+                check_finite(loss, dp, pg_sum, vf_sum, ent_sum)
+                with sync:
+                    dp.backward(loss)
+                rows.append(torch.stack([pg_stats["approx_kl"], pg_stats["clip_fraction"], pg_stats["ratio"],
+                                         pg_sum.detach(), vf_sum.detach(), ent_sum.detach()]))
+            if cfg.target_kl is not None:
+                kl = minibatch_kl(rows, mb_tokens, dp)
+                epoch_kl, epoch_tokens = epoch_kl + kl * float(mb_tokens), epoch_tokens + float(mb_tokens)
+                if cfg.target_kl_mode == "minibatch" and kl > 1.5 * cfg.target_kl:
+                    stats.stopping_kl = kl  # SB3 stops *before* stepping on this minibatch
+                    break
+            grad_norm = None
             if cfg.max_grad_norm is not None:
-                gn = float(clip_grad_norm(params, cfg.max_grad_norm, one_group))
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             n_updates += 1
-            epoch_kl += approx_kl * tok  # with dist: the global KL
-            epoch_tokens += tok
-            log_step(st_rows, tok, gn, approx_kl)
-        if stop:
+            stats.add_step(rows, mb_tokens, grad_norm)
+        if stats.stopping_kl is not None or (
+                cfg.target_kl_mode == "epoch" and epoch_tokens and epoch_kl / epoch_tokens > cfg.target_kl):
             break
-        if eager and cfg.target_kl_mode == "epoch" and epoch_tokens and epoch_kl / epoch_tokens > cfg.target_kl:
-            break
-    if pending:  # one device-to-host copy for the whole update
-        stats = torch.stack([r for rows, _, _ in pending for r in rows]).tolist()
-        tok_vals = torch.stack([t for _, t, _ in pending]).tolist()
-        norms = [g for _, _, g in pending if g is not None]
-        norm_vals = iter(torch.stack(norms).tolist() if norms else [])
-        i = 0
-        for (rows, _, g), tok in zip(pending, tok_vals):
-            log_step(stats[i : i + len(rows)], tok, next(norm_vals) if g is not None else None)
-            i += len(rows)
-    out = {k: sums[k] / counts[k] for k in sums}
-    out["train/n_updates"] = float(n_updates)
-    out["train/clip_range"] = cfg.clip_range
-    out["train/explained_variance"] = explained_variance(batch["values"], batch["returns"], mask)
-    out["train/early_stop"] = float(stop)
+    out = stats.means()
+    out.update({"train/n_updates": float(n_updates), "train/clip_range": cfg.clip_range,
+                "train/early_stop": float(stats.stopping_kl is not None),
+                "train/explained_variance": explained_variance(batch["values"], batch["returns"], mask,
+                                                               dp.all_reduce_sum)})
     if not math.isfinite(out.get("train/approx_kl", 0.0)):
         raise FloatingPointError("approx_kl is not finite; stopping")
     return out

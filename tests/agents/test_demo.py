@@ -17,7 +17,8 @@ def test_demo_saved_ppo_agent(tmp_path, capsys):
     pytest.importorskip("torch")
     from agents.ppo.agent import PPOAgent, PPOConfig
 
-    PPOAgent("CartPole-v1", PPOConfig.sb3(n_steps=32, minibatch_size=32, n_epochs=1)).learn(32).save(tmp_path / "a")
+    cfg = PPOConfig.sb3(n_steps=32, update=dict(minibatch_size=32, n_epochs=1))
+    PPOAgent("CartPole-v1", cfg).learn(32).save(tmp_path / "a")
     assert cli_main(["demo", "--env", "CartPole-v1", "--agent", str(tmp_path / "a"), "--deterministic"]) == 0
     assert "mean return" in capsys.readouterr().out
 

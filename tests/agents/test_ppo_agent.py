@@ -52,12 +52,12 @@ def capture_batches(monkeypatch, agent=None):
 
 
 def tiny(**kw) -> PPOConfig:
-    return PPOConfig.sb3(n_envs=2, n_steps=16, minibatch_size=8, n_epochs=2, **kw)
+    return PPOConfig.sb3(n_envs=2, n_steps=16, update=dict(minibatch_size=8, n_epochs=2)).replace(**kw)
 
 
 def test_next_step_autoreset_masks_the_reset_step(monkeypatch):
     seen = capture_batches(monkeypatch)
-    cfg = PPOConfig.sb3(n_envs=1, n_steps=8, minibatch_size=8, n_epochs=1, autoreset_mode="next_step")
+    cfg = PPOConfig.sb3(n_envs=1, n_steps=8, autoreset_mode="next_step", update=dict(minibatch_size=8, n_epochs=1))
     agent = PPOAgent(lambda: CounterEnv(3), cfg).learn(16)
     mask = torch.cat([b["mask"][:, 0] for b in seen]).tolist()
     # steps 0-2 are the episode, step 3 is Gymnasium's reset step (action ignored), and so on
@@ -67,7 +67,7 @@ def test_next_step_autoreset_masks_the_reset_step(monkeypatch):
 
 def test_same_step_autoreset_wastes_no_step(monkeypatch):
     seen = capture_batches(monkeypatch)
-    cfg = PPOConfig.sb3(n_envs=1, n_steps=9, minibatch_size=9, n_epochs=1, autoreset_mode="same_step")
+    cfg = PPOConfig.sb3(n_envs=1, n_steps=9, autoreset_mode="same_step", update=dict(minibatch_size=9, n_epochs=1))
     agent = PPOAgent(lambda: CounterEnv(3), cfg).learn(9)
     assert seen[0]["mask"].sum().item() == 9
     assert [(r, n) for _, r, n in agent.episodes] == [(3.0, 3)] * 3
@@ -77,8 +77,8 @@ def test_same_step_autoreset_wastes_no_step(monkeypatch):
 def test_truncation_bootstraps_with_the_final_observation_value(monkeypatch, mode):
     seen = capture_batches(monkeypatch)
     env_fn = lambda: gym.wrappers.TimeLimit(CounterEnv(100), max_episode_steps=3)  # noqa: E731
-    cfg = PPOConfig.sb3(n_envs=1, n_steps=8, minibatch_size=8, n_epochs=1, autoreset_mode=mode, gamma=0.9,
-                        gae_lambda=0.5)
+    cfg = PPOConfig.sb3(n_envs=1, n_steps=8, autoreset_mode=mode, gamma=0.9, gae_lambda=0.5,
+                        update=dict(minibatch_size=8, n_epochs=1))
     PPOAgent(env_fn, cfg).learn(8)
     b = seen[0]
     # step 2 is truncated: its return is r + gamma * V(final obs [3]) whatever lambda (no carry-over)
@@ -149,7 +149,7 @@ def test_mlp_policy_functional_forward_is_the_modules_bitwise(activation):
 
 def test_first_update_ratio_is_one_through_the_agent():
     metrics = []
-    cfg = PPOConfig.sb3(n_envs=2, n_steps=32, minibatch_size=64, n_epochs=1)
+    cfg = PPOConfig.sb3(n_envs=2, n_steps=32, update=dict(minibatch_size=64, n_epochs=1))
     PPOAgent("CartPole-v1", cfg).learn(64, callback=lambda a, m: metrics.append(m))
     assert metrics[0]["train/ratio"] == pytest.approx(1.0, abs=1e-6)
     assert metrics[0]["train/clip_fraction"] == 0.0
@@ -159,15 +159,15 @@ OPTIONS = [
     {},
     {"autoreset_mode": "next_step"},
     {"lr_schedule": "linear", "clip_schedule": "linear"},
-    {"clip_range_vf": 0.2, "vf_clip_takes_max": False},
-    {"clip_range_vf": 0.2, "vf_clip_takes_max": True},
-    {"normalize_advantage": "batch"},
-    {"normalize_advantage": "none"},
-    {"target_kl": 0.01},
-    {"target_kl": 0.01, "target_kl_mode": "epoch"},
-    {"max_grad_norm": None},
-    {"micro_batch_size": 4},
-    {"ent_coef": 0.01, "vf_coef": 1.0},
+    {"update": {"clip_range_vf": 0.2, "vf_clip_takes_max": False}},
+    {"update": {"clip_range_vf": 0.2, "vf_clip_takes_max": True}},
+    {"update": {"normalize_advantage": "batch"}},
+    {"update": {"normalize_advantage": "none"}},
+    {"update": {"target_kl": 0.01}},
+    {"update": {"target_kl": 0.01, "target_kl_mode": "epoch"}},
+    {"update": {"max_grad_norm": None}},
+    {"update": {"micro_batch_size": 4}},
+    {"update": {"ent_coef": 0.01, "vf_coef": 1.0}},
     {"activation": "relu", "ortho_init": False, "net_arch": (32,)},
     {"bootstrap_truncation": False},
     {"vectorization_mode": "vector_entry_point", "autoreset_mode": "next_step"},
@@ -176,7 +176,7 @@ OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("opts", OPTIONS, ids=[",".join(o) or "defaults" for o in OPTIONS])
+@pytest.mark.parametrize("opts", OPTIONS, ids=[",".join(o.get("update", o)) or "defaults" for o in OPTIONS])
 def test_every_option_runs(opts):
     metrics = []
     agent = PPOAgent("CartPole-v1", tiny(**opts)).learn(64, callback=lambda a, m: metrics.append(m))
@@ -186,8 +186,8 @@ def test_every_option_runs(opts):
 
 
 def test_presets_run():
-    for cfg in (PPOConfig.cleanrl(n_envs=2, n_steps=16, minibatch_size=16), PPOConfig.rl_zoo_cartpole(n_steps=4,
-                minibatch_size=32)):
+    for cfg in (PPOConfig.cleanrl(n_envs=2, n_steps=16, update=dict(minibatch_size=16)),
+                PPOConfig.rl_zoo_cartpole(n_steps=4, update=dict(minibatch_size=32))):
         assert PPOAgent("CartPole-v1", cfg).learn(cfg.batch_size).num_timesteps == cfg.batch_size
 
 
@@ -243,8 +243,8 @@ def test_logs_csv_with_sb3_keys(tmp_path):
 
 
 @pytest.mark.parametrize("bad, match", [
-    ({"minibatch_size": 1000}, "larger than the batch"),
-    ({"minibatch_size": 12}, "not a multiple"),
+    ({"update": {"minibatch_size": 1000}}, "larger than the batch"),
+    ({"update": {"minibatch_size": 12}}, "not a multiple"),
     ({"n_steps": 0}, "n_steps must be a positive int"),
     ({"lr_schedule": "cosine"}, "lr_schedule"),
     ({"gamma": 1.5}, "gamma"),
@@ -252,7 +252,7 @@ def test_logs_csv_with_sb3_keys(tmp_path):
 ])
 def test_bad_config_is_rejected_before_any_env(bad, match):
     with pytest.raises(ValueError, match=match):
-        PPOAgent("CartPole-v1", PPOConfig.sb3(**{"n_envs": 2, "n_steps": 16, "minibatch_size": 8, **bad}))
+        PPOAgent("CartPole-v1", PPOConfig.sb3(**{"n_envs": 2, "n_steps": 16, "update": {"minibatch_size": 8}, **bad}))
 
 
 def test_bad_env_and_budget():
@@ -264,6 +264,8 @@ def test_bad_env_and_budget():
         PPOAgent("CartPole-v1", tiny()).learn(31)
     with pytest.raises(TypeError, match="unknown PPO option"):
         PPOConfig.sb3(n_step=3)
+    with pytest.raises(TypeError, match=r"belong to update=: pass update=\{'n_epochs'"):
+        PPOConfig.sb3(n_epochs=3)  # an update field is not guessed into update
 
 
 # -- learnability ------------------------------------------------------------------------------------------

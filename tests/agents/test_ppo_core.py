@@ -1,18 +1,20 @@
 """agents/ppo/core.py: GAE against a hand recursion, masked statistics, the first-minibatch invariants, and the
-speed paths (no mask, gradient clipping, deferred statistics) giving the same numbers as the plain ones."""
+statistics accumulator, and early stopping that changes nothing until it triggers."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from agents.ppo.core import (  # noqa: E402
     PPOUpdateConfig,
-    clip_grad_norm,
+    SingleProcess,
+    UpdateStats,
     compute_gae,
+    explained_variance,
     masked_mean,
-    masked_sum,
     masked_var,
     masked_whiten,
     policy_loss,
@@ -150,36 +152,51 @@ def test_ppo_update_rejects_bad_minibatch_size():
                    PPOUpdateConfig(minibatch_size=64))
 
 
-def test_no_mask_is_bitwise_an_all_ones_mask():
-    """``mask=None`` (what ppo_update passes for an all-valid batch) skips the products, not a bit of the result."""
-    g = torch.Generator().manual_seed(2)
-    x, y, z = (torch.randn(96, 1, generator=g) for _ in range(3))
-    ones = torch.ones(96, 1)
-    for fn in (masked_sum, masked_mean, masked_var, masked_whiten):
-        assert torch.equal(fn(x, None), fn(x, ones)), fn.__name__
-    assert torch.equal(masked_var(x, None, unbiased=False), masked_var(x, ones, unbiased=False))
-    (l0, s0), (l1, s1) = policy_loss(x, y, z, None, 0.1), policy_loss(x, y, z, ones, 0.1)
-    assert torch.equal(l0, l1) and all(torch.equal(s0[k], s1[k]) for k in s0)
-    for clip in (None, 0.05):
-        assert torch.equal(value_loss(x, y, z, None, clip), value_loss(x, y, z, ones, clip))
+def test_update_stats_average_each_steps_sums_over_its_tokens():
+    """Two optimizer steps: a step's value is its micro-batches' sums over its token count; keys are averaged over
+    steps; a minibatch that stopped the update adds its KL only (as SB3 logs it)."""
+    st = UpdateStats(vf_coef=0.5, ent_coef=0.1)
+    # rows: approx_kl, clip_fraction, ratio, policy_gradient_loss, value_loss, entropy (masked sums)
+    st.add_step([torch.tensor([1.0, 2.0, 4.0, 2.0, 4.0, 8.0]), torch.tensor([1.0, 0.0, 4.0, 2.0, 4.0, 0.0])],
+                torch.tensor(4.0), torch.tensor(3.0))
+    st.add_step([torch.tensor([0.0, 1.0, 2.0, -2.0, 2.0, 2.0])], torch.tensor(2.0), torch.tensor(1.0))
+    m = st.means()
+    assert m["train/approx_kl"] == pytest.approx((2 / 4 + 0 / 2) / 2)
+    assert m["train/clip_fraction"] == pytest.approx((2 / 4 + 1 / 2) / 2)
+    assert m["train/ratio"] == pytest.approx((8 / 4 + 2 / 2) / 2)
+    assert m["train/value_loss"] == pytest.approx((8 / 4 + 2 / 2) / 2)
+    assert m["train/entropy_loss"] == pytest.approx(-(8 / 4 + 2 / 2) / 2)
+    assert m["train/loss"] == pytest.approx(((4 + 0.5 * 8 - 0.1 * 8) / 4 + (-2 + 0.5 * 2 - 0.1 * 2) / 2) / 2)
+    assert m["train/grad_norm"] == 2.0
+    st.stopping_kl = 0.25
+    assert st.means()["train/approx_kl"] == pytest.approx((0.5 + 0 + 0.25) / 3)
 
 
-def test_clip_grad_norm_is_torchs_bitwise():
-    a, b = _TinyPolicy(), _TinyPolicy()
-    batch = _batch(a)
-    for policy in (a, b):
-        lp, ent, v = policy.evaluate(batch)
-        (lp.sum() * 3 + ent.sum() + (v**2).sum()).backward()
-    ours = clip_grad_norm(list(a.parameters()), 0.5)
-    torchs = torch.nn.utils.clip_grad_norm_(list(b.parameters()), 0.5)
-    assert ours > 0.5 and torch.equal(ours, torchs)
-    assert all(torch.equal(p.grad, q.grad) for p, q in zip(a.parameters(), b.parameters()))
+def test_explained_variance_is_sb3s():
+    from stable_baselines3.common.utils import explained_variance as sb3_ev
+
+    g = torch.Generator().manual_seed(3)
+    y, y_pred = torch.randn(50, 1, generator=g), torch.randn(50, 1, generator=g)
+    assert explained_variance(y_pred, y, torch.ones(50, 1)) == pytest.approx(
+        float(sb3_ev(y_pred.numpy().ravel(), y.numpy().ravel())), rel=1e-5)
+    assert np.isnan(explained_variance(y_pred, torch.ones(50, 1), torch.ones(50, 1)))
+
+
+def test_single_process_is_the_default_and_changes_nothing():
+    runs = []
+    for dist in (None, SingleProcess()):
+        policy = _TinyPolicy()
+        opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
+        stats = ppo_update(policy, opt, _batch(policy, 64), PPOUpdateConfig(n_epochs=2, minibatch_size=16),
+                           generator=torch.Generator().manual_seed(0), dist=dist)
+        runs.append((stats, [p.detach().clone() for p in policy.parameters()]))
+    assert runs[0][0] == runs[1][0] and all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
 
 
 @pytest.mark.parametrize("mask_some", [False, True])
 def test_deferred_statistics_equal_per_minibatch_ones(mask_some):
-    """Without target_kl the statistics are read once at the end; with a target_kl that never triggers, after every
-    minibatch (the early-stopping path). Same steps, same numbers."""
+    """A target_kl that never triggers reads each minibatch's KL before its step: same steps, same numbers as
+    without one."""
     runs = []
     for target_kl in (None, 1e9):
         policy = _TinyPolicy()
@@ -193,3 +210,16 @@ def test_deferred_statistics_equal_per_minibatch_ones(mask_some):
     (s0, p0), (s1, p1) = runs
     assert s0 == s1 and s0["train/n_updates"] == 12
     assert all(torch.equal(a, b) for a, b in zip(p0, p1))
+
+
+def test_clipped_losses_by_hand():
+    ones = torch.ones(2, 1)
+    new_lp, old_lp = torch.log(torch.tensor([[1.5], [0.5]])), torch.zeros(2, 1)  # ratios 1.5 and 0.5
+    adv = torch.tensor([[1.0], [-1.0]])
+    loss, st = policy_loss(new_lp, old_lp, adv, ones, 0.2)
+    assert loss.item() == pytest.approx(-1.2 + 0.8)  # -min(1.5, 1.2) * 1 and -min(-0.5, -0.8): both clipped
+    assert st["clip_fraction"].item() == 2.0 and st["ratio"].item() == pytest.approx(2.0)
+    v_new, v_old, ret = torch.tensor([[2.0]]), torch.tensor([[0.0]]), torch.tensor([[3.0]])
+    assert value_loss(v_new, v_old, ret, ones[:1], None).item() == 1.0
+    assert value_loss(v_new, v_old, ret, ones[:1], 0.5).item() == 6.25  # max(1, (0.5 - 3)^2)
+    assert value_loss(v_new, v_old, ret, ones[:1], 0.5, clip_takes_max=False).item() == 6.25

@@ -35,14 +35,14 @@ def test_sb3_kwargs_mapping_and_refusals():
     assert kw["learning_rate"](0.5) == pytest.approx(5e-4) and kw["clip_range"](0.5) == pytest.approx(0.1)
     assert kw["policy_kwargs"]["optimizer_kwargs"] == {"eps": 1e-5}
     with pytest.raises(ValueError, match="per minibatch"):
-        sb3_kwargs(PPOConfig.sb3(normalize_advantage="batch"))
+        sb3_kwargs(PPOConfig.sb3(update=dict(normalize_advantage="batch")))
     with pytest.raises(ValueError, match="clipped error alone"):
         sb3_kwargs(PPOConfig.cleanrl())
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "TextGen-Copy-v0"])
 def test_sb3_agent_trains_records_and_saves(env_id, tmp_path):
-    cfg = PPOConfig.sb3(n_envs=2, n_steps=32, minibatch_size=16, n_epochs=1)
+    cfg = PPOConfig.sb3(n_envs=2, n_steps=32, update=dict(minibatch_size=16, n_epochs=1))
     agent = SB3Agent(env_id, cfg).learn(128)
     assert isinstance(agent, Agent)
     assert agent.episodes and all(t <= 128 for t, _, _ in agent.episodes)
@@ -63,3 +63,19 @@ def test_sb3_agent_bad_input():
         SB3Agent("CartPole-v1", PPOConfig.sb3(n_steps=64)).learn(10)
     with pytest.raises(ValueError, match="no action masking"):
         SB3Agent("CartPole-v1", PPOConfig.sb3(n_steps=64)).predict(np.zeros(4, np.float32), action_mask=np.ones(2))
+
+
+def test_sb3_training_leaves_no_folder_in_the_temp_dir(tmp_path, monkeypatch):
+    """SB3's default logger makes an empty SB3-<date> folder in the system temp dir on every learn (23 after one
+    session of validate-sb3); ours writes nothing there, before and after a save/load round trip."""
+    import tempfile
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    cfg = PPOConfig.sb3(n_envs=1, n_steps=32, update=dict(minibatch_size=32, n_epochs=1))
+    agent = SB3Agent("CartPole-v1", cfg).learn(64)
+    SB3Agent.load(agent.save(tmp_path / "m"), env="CartPole-v1").model.learn(32)
+    assert list(temp.iterdir()) == []
+    assert agent.model.logger.dir is None

@@ -112,7 +112,7 @@ def first_step_grads(optimizer: torch.optim.Optimizer, named: dict[str, torch.nn
 def test_first_minibatch_losses_and_gradients_match_sb3(monkeypatch):
     torch.manual_seed(0)
     # one epoch of one minibatch: SB3's logged losses are those of the first minibatch
-    cfg = PPOConfig.sb3(n_envs=2, n_steps=64, minibatch_size=128, n_epochs=1, seed=0)
+    cfg = PPOConfig.sb3(n_envs=2, n_steps=64, seed=0, update=dict(minibatch_size=128, n_epochs=1))
     model, ours = sb3_rollout(cfg, max_episode_steps=15)
     batch = our_batch(model.rollout_buffer)
     patch_permutations(monkeypatch, cfg.n_steps, cfg.n_envs, n_perms=1)
@@ -136,7 +136,8 @@ def test_first_minibatch_losses_and_gradients_match_sb3(monkeypatch):
 
 def test_one_train_matches_sb3(monkeypatch):
     torch.manual_seed(0)
-    cfg = PPOConfig.sb3(n_envs=2, n_steps=64, minibatch_size=32, n_epochs=3, gamma=0.98, gae_lambda=0.8, seed=1)
+    cfg = PPOConfig.sb3(n_envs=2, n_steps=64, gamma=0.98, gae_lambda=0.8, seed=1,
+                        update=dict(minibatch_size=32, n_epochs=3))
     model, ours = sb3_rollout(cfg, max_episode_steps=15)
     assert (model.rollout_buffer.rewards != 1).any()  # the rollout has truncations bootstrapped by SB3
     batch = our_batch(model.rollout_buffer)
@@ -215,7 +216,7 @@ def test_learn_end_to_end_matches_sb3(monkeypatch):
     """Rollouts (same env seeds, same action RNG, truncation bootstraps), LR and clip schedules, GAE and updates:
     three iterations of rl-zoo's CartPole preset, our agent vs SB3's, from the same weights."""
     n_steps, n_envs, iterations = 32, 2, 3
-    cfg = PPOConfig.rl_zoo_cartpole(n_envs=n_envs, n_steps=n_steps, minibatch_size=16, n_epochs=2, seed=3)
+    cfg = PPOConfig.rl_zoo_cartpole(n_envs=n_envs, n_steps=n_steps, seed=3, update=dict(minibatch_size=16, n_epochs=2))
     env_kwargs = {"max_episode_steps": 25}  # CartPole cut at 25 steps: truncations inside every rollout
     sb3 = SB3Agent("CartPole-v1", cfg, env_kwargs=env_kwargs)
     ours = PPOAgent("CartPole-v1", cfg, env_kwargs=env_kwargs)
