@@ -270,6 +270,40 @@ def rollout_gae(rewards: np.ndarray, values: np.ndarray, last_value: np.ndarray,
     return torch.from_numpy(advantages), torch.from_numpy(returns)
 
 
+@dataclass
+class RolloutBuffer:
+    """One rollout as numpy arrays, time-major ``(T, N, ...)``; ``valid`` is 0 on next-step autoreset steps."""
+
+    obs: Any  # (T, N, *obs_shape), or a dict of them for textgym observations
+    action_mask: np.ndarray | None  # (T, N, A) int8, when the env gives info["action_mask"]
+    actions: np.ndarray  # (T, N) int64
+    logprobs: np.ndarray  # (T, N) float32, and so on below
+    values: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    dones: np.ndarray
+    valid: np.ndarray
+
+    @classmethod
+    def empty(cls, observation_space: spaces.Space, T: int, N: int, n_actions: int,
+              with_action_mask: bool) -> RolloutBuffer:
+        if isinstance(observation_space, spaces.Dict):
+            obs: Any = {k: np.zeros((T, N, *s.shape), s.dtype) for k, s in observation_space.items()}
+        else:
+            s = observation_space
+            obs = np.zeros((T, N, *s.shape), s.dtype if s.dtype is not None else np.float32)
+        f32 = [np.zeros((T, N), np.float32) for _ in range(5)]
+        return cls(obs, np.ones((T, N, n_actions), np.int8) if with_action_mask else None,
+                   np.zeros((T, N), np.int64), *f32, np.ones((T, N), np.float32))
+
+    def store_obs(self, step: int, obs: Any) -> None:
+        if isinstance(self.obs, dict):
+            for k in self.obs:
+                self.obs[k][step] = obs[k]
+        else:
+            self.obs[step] = obs
+
+
 class PPOAgent:
     """Our PPO on a Gymnasium env with discrete actions. Implements the :class:`agents.base.Agent` protocol.
 
@@ -374,137 +408,129 @@ class PPOAgent:
         return self
 
     def _train_loop(self, end_steps: int, logger: Any, bar: Any, callback: Any) -> None:
-        cfg, envs, policy, device = self.config, self.envs, self.policy, self.device
-        T, N = cfg.n_steps, cfg.n_envs
-        next_step = cfg.autoreset_mode == "next_step"
-
+        """Rollout, advantages, update and log, one iteration per ``n_envs * n_steps`` steps, to ``end_steps``."""
+        cfg = self.config
         if self._next_obs is None:  # a fresh start: seeded reset
-            obs, info = envs.reset(seed=cfg.seed + self.num_timesteps)
+            obs, info = self.envs.reset(seed=cfg.seed + self.num_timesteps)
             self._next_obs, self._next_mask = obs, self._action_mask(info)
-            self._prev_done = np.zeros(N, dtype=bool)  # env i finished at the previous step (next-step autoreset)
-            self._ep_ret, self._ep_len = np.zeros(N), np.zeros(N, dtype=np.int64)
-
-        # rollout buffers: numpy, time-major (T, N, ...)
-        if isinstance(self.observation_space, spaces.Dict):
-            obs_buf: Any = {k: np.zeros((T, N, *s.shape), s.dtype) for k, s in self.observation_space.items()}
-        else:
-            s = self.observation_space
-            obs_buf = np.zeros((T, N, *s.shape), s.dtype if s.dtype is not None else np.float32)
-        n_actions = int(self.action_space.n)
-        mask_buf = np.ones((T, N, n_actions), np.int8) if self._next_mask is not None else None
-        actions = np.zeros((T, N), np.int64)
-        logprobs = np.zeros((T, N), np.float32)
-        values = np.zeros((T, N), np.float32)
-        rewards = np.zeros((T, N), np.float32)
-        terminated = np.zeros((T, N), np.float32)
-        dones = np.zeros((T, N), np.float32)
-        valid = np.ones((T, N), np.float32)
-        recent = deque((r for _, r, _ in self.episodes[-100:]), maxlen=100)
+            self._prev_done = np.zeros(cfg.n_envs, dtype=bool)  # env i finished at the previous step (next-step)
+            self._ep_ret, self._ep_len = np.zeros(cfg.n_envs), np.zeros(cfg.n_envs, dtype=np.int64)
+        buf = RolloutBuffer.empty(self.observation_space, cfg.n_steps, cfg.n_envs, int(self.action_space.n),
+                                  with_action_mask=self._next_mask is not None)
+        recent = deque((r for _, r, _ in self.episodes[-100:]), maxlen=100)  # SB3's ep_info_buffer
         recent_len = deque((n for _, _, n in self.episodes[-100:]), maxlen=100)
-        lr0, clip0 = cfg.learning_rate, cfg.update.clip_range
-
         while self.num_timesteps < end_steps:
             t0 = time.perf_counter()
-            # ---- rollout ----
-            for step in range(T):
-                next_obs = self._next_obs
-                if isinstance(obs_buf, dict):
-                    for k in obs_buf:
-                        obs_buf[k][step] = next_obs[k]
-                else:
-                    obs_buf[step] = next_obs
-                mask_t = None
-                if mask_buf is not None:
-                    mask_buf[step] = self._next_mask
-                    mask_t = torch.as_tensor(self._next_mask, device=device)
-                with torch.inference_mode():
-                    action, logprob, value = policy.act(obs_to_tensor(next_obs, device), mask_t,
-                                                        generator=self.sample_gen)
-                action_np = action.cpu().numpy()
-                actions[step], logprobs[step], values[step] = action_np, logprob.cpu().numpy(), value.cpu().numpy()
-                obs, reward, term, trunc, info = envs.step(action_np)
-                done = term | trunc
-                reward = np.asarray(reward, np.float32)
-                if next_step:  # the step after a done is a reset step: action ignored, not a transition
-                    valid[step] = ~self._prev_done
-                    self._prev_done = done
-                    v = valid[step].astype(bool)
-                    self._ep_ret += reward * v
-                    self._ep_len += v
-                else:  # same-step autoreset: every step is a transition (valid stays 1)
-                    self._ep_ret += reward
-                    self._ep_len += 1
-                if done.any():
-                    for i in np.flatnonzero(done):
-                        self.episodes.append((self.num_timesteps + (step + 1) * N, float(self._ep_ret[i]),
-                                              int(self._ep_len[i])))
-                        recent.append(float(self._ep_ret[i]))
-                        recent_len.append(int(self._ep_len[i]))
-                    self._ep_ret[done], self._ep_len[done] = 0.0, 0
-                if cfg.bootstrap_truncation and not next_step and trunc.any():
-                    # same-step autoreset: obs is the reset one; bootstrap from info["final_obs"] (as SB3)
-                    idx = np.flatnonzero(trunc & ~term)
-                    if idx.size:
-                        final = info["final_obs"][idx]
-                        if isinstance(self.observation_space, spaces.Dict):
-                            final = {k: np.stack([f[k] for f in final]) for k in self.observation_space}
-                        else:
-                            final = np.stack(final)
-                        with torch.inference_mode():
-                            v_final = policy.value(obs_to_tensor(final, device)).cpu().numpy()
-                        reward = reward.copy()
-                        reward[idx] += cfg.gamma * v_final
-                rewards[step] = reward
-                # next-step autoreset: values[t + 1] is V(final obs), so a truncated step bootstraps through
-                # next_nonterminal; same-step: the bootstrap is already in the reward, so every end stops it
-                terminated[step] = term if (next_step and cfg.bootstrap_truncation) else done
-                dones[step] = done
-                self._next_obs, self._next_mask = obs, self._action_mask(info)
-            self.num_timesteps += T * N
-
-            # ---- advantages ----
-            with torch.inference_mode():
-                last_value = policy.value(obs_to_tensor(self._next_obs, device)).cpu().numpy()
-            adv, ret = rollout_gae(rewards, values, last_value, terminated, dones, cfg.gamma, cfg.gae_lambda)
-
-            # ---- update ----
-            progress_remaining = 1.0 - self.num_timesteps / end_steps  # SB3: computed after the rollout
-            lr = lr0 * progress_remaining if cfg.lr_schedule == "linear" else lr0
-            for g in self.optimizer.param_groups:
-                g["lr"] = lr
-            clip = clip0 * progress_remaining if cfg.clip_schedule == "linear" else clip0
-            upd_cfg = dataclasses.replace(cfg.update, clip_range=clip)
-
-            def flat(x: np.ndarray) -> torch.Tensor:
-                return torch.from_numpy(x.reshape(T * N, *x.shape[2:])).to(device)
-
-            batch: dict[str, Any] = {
-                "obs": {k: flat(v) for k, v in obs_buf.items()} if isinstance(obs_buf, dict) else flat(obs_buf),
-                "actions": flat(actions)[:, None], "logprobs": flat(logprobs)[:, None],
-                "values": flat(values)[:, None], "advantages": adv.reshape(-1, 1).to(device),
-                "returns": ret.reshape(-1, 1).to(device), "mask": flat(valid)[:, None],
-            }
-            if mask_buf is not None:
-                batch["action_mask"] = flat(mask_buf)
+            for step in range(cfg.n_steps):
+                for ret, length in self._rollout_step(buf, step):
+                    recent.append(ret)
+                    recent_len.append(length)
+            self.num_timesteps += cfg.batch_size
+            batch, lr, upd_cfg = self._prepare_update(buf, end_steps)
             t1 = time.perf_counter()
-            stats = ppo_update(policy, self.optimizer, batch, upd_cfg, generator=self.batch_gen)
+            stats = ppo_update(self.policy, self.optimizer, batch, upd_cfg, generator=self.batch_gen)
             self.n_updates += int(stats["train/n_updates"])
             t2 = time.perf_counter()
-
             metrics = {
                 "rollout/ep_rew_mean": float(np.mean(recent)) if recent else float("nan"),
                 "rollout/ep_len_mean": float(np.mean(recent_len)) if recent_len else float("nan"),
-                "time/fps": T * N / (t2 - t0), "time/rollout_s": t1 - t0, "time/update_s": t2 - t1,
+                "time/fps": cfg.batch_size / (t2 - t0), "time/rollout_s": t1 - t0, "time/update_s": t2 - t1,
                 "time/total_timesteps": float(self.num_timesteps),
-                "train/learning_rate": lr, **stats, "train/clip_range": clip,
+                "train/learning_rate": lr, **stats, "train/clip_range": upd_cfg.clip_range,
             }
             if logger is not None:
                 logger.log(self.num_timesteps, metrics)
             if bar is not None:
-                bar.update(T * N)
+                bar.update(cfg.batch_size)
                 bar.set_postfix(ep_rew_mean=f"{metrics['rollout/ep_rew_mean']:.3g}")
             if callback is not None and callback(self, metrics) is False:
                 break
+
+    def _rollout_step(self, buf: RolloutBuffer, step: int) -> list[tuple[float, int]]:
+        """Act in every env once and store row ``step`` of ``buf``; returns ``(return, length)`` of the episodes
+        that ended."""
+        cfg, device, N = self.config, self.device, self.config.n_envs
+        next_step = cfg.autoreset_mode == "next_step"
+        buf.store_obs(step, self._next_obs)
+        mask_t = None
+        if buf.action_mask is not None:
+            buf.action_mask[step] = self._next_mask
+            mask_t = torch.as_tensor(self._next_mask, device=device)
+        with torch.inference_mode():
+            action, logprob, value = self.policy.act(obs_to_tensor(self._next_obs, device), mask_t,
+                                                     generator=self.sample_gen)
+        action_np = action.cpu().numpy()
+        buf.actions[step], buf.logprobs[step], buf.values[step] = action_np, logprob.cpu().numpy(), value.cpu().numpy()
+        obs, reward, term, trunc, info = self.envs.step(action_np)
+        done = term | trunc
+        reward = np.asarray(reward, np.float32)
+        if next_step:  # the step after a done is a reset step: action ignored, not a transition
+            buf.valid[step] = ~self._prev_done
+            self._prev_done = done
+            v = buf.valid[step].astype(bool)
+            self._ep_ret += reward * v
+            self._ep_len += v
+        else:  # same-step autoreset: every step is a transition (valid stays 1)
+            self._ep_ret += reward
+            self._ep_len += 1
+        ended = []
+        for i in np.flatnonzero(done):
+            ended.append((float(self._ep_ret[i]), int(self._ep_len[i])))
+            self.episodes.append((self.num_timesteps + (step + 1) * N, *ended[-1]))
+        self._ep_ret[done], self._ep_len[done] = 0.0, 0
+        if cfg.bootstrap_truncation and not next_step and trunc.any():
+            reward = self._bootstrap_truncated(reward, term, trunc, info)
+        buf.rewards[step] = reward
+        # next-step autoreset: values[t + 1] is V(final obs), so a truncated step bootstraps through
+        # next_nonterminal; same-step: the bootstrap is already in the reward, so every end stops it
+        buf.terminated[step] = term if (next_step and cfg.bootstrap_truncation) else done
+        buf.dones[step] = done
+        self._next_obs, self._next_mask = obs, self._action_mask(info)
+        return ended
+
+    def _bootstrap_truncated(self, reward: np.ndarray, term: np.ndarray, trunc: np.ndarray,
+                             info: dict[str, Any]) -> np.ndarray:
+        """Same-step autoreset: the obs is the reset one; add gamma * V(info["final_obs"]) to the reward of a
+        truncated (not terminated) episode, as SB3 does."""
+        idx = np.flatnonzero(trunc & ~term)
+        if not idx.size:
+            return reward
+        final = info["final_obs"][idx]
+        if isinstance(self.observation_space, spaces.Dict):
+            final = {k: np.stack([f[k] for f in final]) for k in self.observation_space}
+        else:
+            final = np.stack(final)
+        with torch.inference_mode():
+            v_final = self.policy.value(obs_to_tensor(final, self.device)).cpu().numpy()
+        reward = reward.copy()
+        reward[idx] += self.config.gamma * v_final
+        return reward
+
+    def _prepare_update(self, buf: RolloutBuffer, end_steps: int) -> tuple[dict[str, Any], float, PPOUpdateConfig]:
+        """GAE, the schedules (SB3: progress computed after the rollout) and the flattened batch for ppo_update."""
+        cfg, device = self.config, self.device
+        with torch.inference_mode():
+            last_value = self.policy.value(obs_to_tensor(self._next_obs, device)).cpu().numpy()
+        adv, ret = rollout_gae(buf.rewards, buf.values, last_value, buf.terminated, buf.dones, cfg.gamma,
+                               cfg.gae_lambda)
+        progress_remaining = 1.0 - self.num_timesteps / end_steps
+        lr = cfg.learning_rate * progress_remaining if cfg.lr_schedule == "linear" else cfg.learning_rate
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        clip = cfg.update.clip_range * progress_remaining if cfg.clip_schedule == "linear" else cfg.update.clip_range
+
+        def flat(x: np.ndarray) -> torch.Tensor:  # (T, N, ...) -> (T * N, ...)
+            return torch.from_numpy(x.reshape(-1, *x.shape[2:])).to(device)
+
+        batch: dict[str, Any] = {
+            "obs": {k: flat(v) for k, v in buf.obs.items()} if isinstance(buf.obs, dict) else flat(buf.obs),
+            "actions": flat(buf.actions)[:, None], "logprobs": flat(buf.logprobs)[:, None],
+            "values": flat(buf.values)[:, None], "advantages": adv.reshape(-1, 1).to(device),
+            "returns": ret.reshape(-1, 1).to(device), "mask": flat(buf.valid)[:, None],
+        }
+        if buf.action_mask is not None:
+            batch["action_mask"] = flat(buf.action_mask)
+        return batch, lr, dataclasses.replace(cfg.update, clip_range=clip)
 
     def _action_mask(self, info: dict[str, Any]) -> np.ndarray | None:
         """The vector env's ``info["action_mask"]`` as ``(N, A)`` int8, all-ones rows where an env gave none."""
