@@ -34,17 +34,10 @@ def masked_logits(logits: torch.Tensor, action_mask: torch.Tensor | None) -> tor
 
 def sample_categorical(logits: torch.Tensor, deterministic: bool, generator: torch.Generator | None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(action (n,), logprob (n,))`` from logits ``(n, A)``; no ``torch.distributions`` object (it is slow).
-
-    The draw is ``argmax(p / q)`` with ``q ~ Exp(1)``: what ``torch.multinomial(p, 1)`` (and so SB3's
-    ``Categorical.sample``) computes, with the same generator calls and so the same actions
-    (``tests/agents/test_ppo_agent.py`` checks it), without its per-call argument checks (3x faster)."""
+    """``(action (n,), logprob (n,))`` from logits ``(n, A)``: ``torch.multinomial``'s draw, the one SB3's
+    ``Categorical.sample`` makes, without a ``torch.distributions`` object (it costs more than the draw)."""
     logp = logits.log_softmax(-1)  # (n, A)
-    if deterministic:
-        action = logp.argmax(-1)
-    else:
-        probs = logp.exp()
-        action = (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(-1)
+    action = logp.argmax(-1) if deterministic else torch.multinomial(logp.exp(), 1, generator=generator)[:, 0]
     return action, logp.gather(-1, action[:, None]).squeeze(-1)
 
 
@@ -70,24 +63,6 @@ def mlp(sizes: list[int], activation: str, ortho: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-_FUNCTIONAL = {nn.Tanh: torch.tanh, nn.ReLU: torch.relu}
-
-
-def run_layers(layers: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``layers(x)`` for a ``Linear``/``Tanh``/``ReLU`` ``nn.Sequential`` (or one ``Linear``) through the functional
-    ops: the same operations, without ``nn.Module.__call__``'s overhead, which is most of the cost of a small MLP
-    (forward hooks of these submodules do not run). Other modules are called as usual."""
-    for layer in layers if isinstance(layers, nn.Sequential) else (layers,):
-        kind = type(layer)
-        if kind is nn.Linear:
-            x = nn.functional.linear(x, layer.weight, layer.bias)
-        elif kind in _FUNCTIONAL:
-            x = _FUNCTIONAL[kind](x)
-        else:
-            x = layer(x)
-    return x
-
-
 class _ActorCritic(nn.Module):
     """Shared ``act``/``evaluate``/``value`` on top of ``features(obs) -> (pi_features, vf_features)``."""
 
@@ -100,22 +75,22 @@ class _ActorCritic(nn.Module):
     def act(self, obs: Any, action_mask: torch.Tensor | None = None, deterministic: bool = False,
             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         pi, vf = self.features(obs)
-        logits = masked_logits(run_layers(self.action_net, pi), action_mask)  # (n, A)
+        logits = masked_logits(self.action_net(pi), action_mask)  # (n, A)
         action, logprob = sample_categorical(logits, deterministic, generator)
-        return action, logprob, run_layers(self.value_net, vf).squeeze(-1)
+        return action, logprob, self.value_net(vf).squeeze(-1)
 
     def value(self, obs: Any) -> torch.Tensor:
-        return run_layers(self.value_net, self.features(obs)[1]).squeeze(-1)
+        return self.value_net(self.features(obs)[1]).squeeze(-1)
 
     def evaluate(self, minibatch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         pi, vf = self.features(minibatch["obs"])
-        logits = masked_logits(run_layers(self.action_net, pi), minibatch.get("action_mask"))
+        logits = masked_logits(self.action_net(pi), minibatch.get("action_mask"))
         # logprob_entropy with the (n, 1) shapes kept: the same numbers, fewer autograd nodes (the entropy is made
         # first, as there: the order in which autograd sums logp's gradients, so their rounding, is unchanged)
         logp = logits.log_softmax(-1)
         entropy = -(logp.exp() * logp).sum(-1, keepdim=True)
         logprob = logp.gather(-1, minibatch["actions"][:, :1].long())
-        return logprob, entropy, run_layers(self.value_net, vf)  # (n, 1) each
+        return logprob, entropy, self.value_net(vf)  # (n, 1) each
 
 
 class MLPPolicy(_ActorCritic):
@@ -151,7 +126,7 @@ class MLPPolicy(_ActorCritic):
             x = nn.functional.one_hot(obs.long().reshape(-1), self.one_hot).float()
         else:
             x = obs.reshape(obs.shape[0], -1).float()  # (n, obs_dim)
-        return run_layers(self.pi_net, x), run_layers(self.vf_net, x)
+        return self.pi_net(x), self.vf_net(x)
 
 
 class TokenPolicy(_ActorCritic):

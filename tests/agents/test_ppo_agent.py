@@ -118,22 +118,26 @@ def test_rollout_gae_in_numpy_is_compute_gae_bitwise():
         assert adv.dtype == torch.float32 and torch.equal(adv, adv_t) and torch.equal(ret, ret_t)
 
 
-def test_action_sampling_draws_what_multinomial_draws():
-    """sample_categorical's argmax(p / Exp(1)) is torch.multinomial's (and so SB3's) draw: same actions, same RNG."""
+def test_action_sampling_draws_what_sb3s_categorical_draws():
+    """sample_categorical is SB3's draw (torch.distributions.Categorical(logits).sample(), i.e. torch.multinomial):
+    from the same RNG state, the same actions and log-probs."""
     for seed, (n, a, scale) in enumerate([(8, 2, 1.0), (1, 2, 5.0), (16, 7, 0.1), (5, 50, 30.0)]):
         logits = torch.randn(n, a, generator=torch.Generator().manual_seed(seed)) * scale
-        g0, g1 = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
-        for _ in range(20):
-            action, logprob = sample_categorical(logits, False, g1)
-            expected = torch.multinomial(logits.log_softmax(-1).exp(), 1, generator=g0).squeeze(-1)
-            assert torch.equal(action, expected)
-            assert torch.equal(logprob, logits.log_softmax(-1).gather(-1, action[:, None]).squeeze(-1))
-        assert torch.equal(g0.get_state(), g1.get_state())
+        g = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for _ in range(20):
+                action, logprob = sample_categorical(logits, False, g)
+                dist = torch.distributions.Categorical(logits=logits)
+                expected = dist.sample()  # the global RNG, in the same state as g
+                assert torch.equal(action, expected)
+                torch.testing.assert_close(logprob, dist.log_prob(action))
+        assert torch.equal(sample_categorical(logits, True, None)[0], logits.argmax(-1))
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
-def test_mlp_policy_functional_forward_is_the_modules_bitwise(activation):
-    """MLPPolicy runs its layers through torch.nn.functional (no Module.__call__ overhead): same outputs, same grads."""
+def test_mlp_policy_evaluate_is_its_layers_and_logprob_entropy(activation):
+    """MLPPolicy.evaluate keeps the (n, 1) shapes: the numbers and gradients of logprob_entropy on its layers."""
     torch.manual_seed(0)
     policy = MLPPolicy(spaces.Box(-1, 1, (4,), np.float32), 3, activation=activation)
     mb = {"obs": torch.randn(32, 4), "actions": torch.randint(0, 3, (32, 1))}
