@@ -317,6 +317,11 @@ def check_finite(loss: torch.Tensor, dp: DataParallel, pg: torch.Tensor, vf: tor
         raise FloatingPointError(f"PPO loss is not finite on {n_bad} other process(es); stopping")
 
 
+def _no_sync_unless(last: bool, dp: DataParallel, policy: Any) -> contextlib.AbstractContextManager[Any]:
+    """A fresh ``dp.no_sync`` context for every micro-batch but a minibatch's last (each is single-use)."""
+    return contextlib.nullcontext() if last else dp.no_sync(policy)
+
+
 def check_update_config(cfg: PPOUpdateConfig, n: int) -> None:
     if cfg.normalize_advantage not in ("minibatch", "batch", "none"):
         raise ValueError(f"normalize_advantage must be 'minibatch', 'batch' or 'none', got {cfg.normalize_advantage!r}")
@@ -373,8 +378,8 @@ def ppo_update(
             for start in range(0, mb_n, micro):
                 mu = mb if micro >= mb_n else index_batch(mb, slice(start, start + micro))
                 # gradient accumulation under DDP: all-reduce once, on the last micro-batch (forward included)
-                sync = dp.no_sync(policy) if start + micro < mb_n else contextlib.nullcontext()
-                with sync, autocast():
+                last = start + micro >= mb_n
+                with _no_sync_unless(last, dp, policy), autocast():
                     new_logprob, entropy, new_value = (t.float() for t in policy.evaluate(mu))  # (n, T) each
                 pg_sum, pg_stats = policy_loss(new_logprob, mu["logprobs"], mu["advantages"], mu["mask"],
                                                cfg.clip_range)
@@ -383,7 +388,7 @@ def ppo_update(
                 ent_sum = masked_sum(entropy, mu["mask"])
                 loss = (pg_sum + cfg.vf_coef * vf_sum - cfg.ent_coef * ent_sum) / mb_tokens
                 check_finite(loss, dp, pg_sum, vf_sum, ent_sum)
-                with sync:
+                with _no_sync_unless(last, dp, policy):
                     dp.backward(loss)
                 rows.append(torch.stack([pg_stats["approx_kl"], pg_stats["clip_fraction"], pg_stats["ratio"],
                                          pg_sum.detach(), vf_sum.detach(), ent_sum.detach()]))
