@@ -415,28 +415,26 @@ def format_summary(summary: dict[str, Any]) -> str:
 TABLE_START, TABLE_END = "<!-- validation-table:start -->", "<!-- validation-table:end -->"
 
 
-def _num(x: float) -> str:
-    """A return as the table writes it: 1 decimal from 100 up, 2 below."""
-    return f"{x:.1f}" if abs(x) >= 100 else f"{x:.2f}"
-
-
 def table_row(s: dict[str, Any]) -> str:
-    """One README row from a ``summary.json``."""
+    """One README row from a ``summary.json``: returns with 1 decimal when SB3's mean is 100 or more, else 2."""
     ours, sb3, c = s["agents"]["ours"], s["agents"]["sb3"], s["comparison"]
-    cells = [f"{s['env']} ({s['total_timesteps'] // 1000}k, {len(ours['seeds'])}/{len(sb3['seeds'])})"]
-    for a in (ours, sb3):
-        fr = a["final_return"]
-        cells.append(f"{_num(fr['mean'])} ({_num(fr['ci95'][0])}, {_num(fr['ci95'][1])})")
+    digits = 1 if abs(sb3["final_return"]["mean"]) >= 100 else 2
+
+    def ci(mean: float, lo_hi: list[float]) -> str:
+        return f"{mean:.{digits}f} ({lo_hi[0]:.{digits}f}, {lo_hi[1]:.{digits}f})"
+
+    cells = [f"{s['env']} ({s['total_timesteps'] // 1000}k, {len(ours['seeds'])}/{len(sb3['seeds'])})",
+             *(ci(a["final_return"]["mean"], a["final_return"]["ci95"]) for a in (ours, sb3))]
     med = [a["steps_to_threshold"]["median"] for a in (ours, sb3)]
-    cells.append(" / ".join("never" if m is None else f"{m:.0f}" for m in med) + " (" + " / ".join(
+    cells.append(" / ".join("never" if m is None else f"{m:.0f}" for m in med) + " (" + ", ".join(
         f"{a['steps_to_threshold']['reached']}/{len(a['seeds'])}" for a in (ours, sb3)) + f") to {s['threshold']:g}")
     if "difference_ours_minus_sb3" in c:
         d = c["difference_ours_minus_sb3"]
-        cells += [f"{_num(d['mean'])} ({_num(d['ci95'][0])}, {_num(d['ci95'][1])})", f"{c['welch_p']:.2g}",
-                  f"{c['tost_p']:.2g} (δ {c['delta']:.3g})", f"{c['min_detectable_difference']['value']:.3g}"]
+        cells += [ci(d["mean"], d["ci95"]), f"{c['welch_p']:.2g}", f"{c['tost_p']:.2g} (δ {c['delta']:.3g})",
+                  f"{c['min_detectable_difference']['value']:.{digits}f}"]
     else:
         cells += ["n/a"] * 4
-    cells.append(c["verdict"].split(":")[0])
+    cells.append(c["verdict"].split(":")[0].replace(" within ±delta", ""))
     return "| " + " | ".join(cells) + " |"
 
 

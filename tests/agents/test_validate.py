@@ -105,7 +105,7 @@ def test_readme_table_from_summaries(tmp_path):
         (folder / env).mkdir(parents=True)
         (folder / env / "summary.json").write_text(json.dumps(s))
     table = validate.table(folder).splitlines()
-    assert len(table) == 4 and table[2].startswith("| A-v0 (20k, 5/5) |") and "| equivalent within ±delta |" in table[2]
+    assert len(table) == 4 and table[2].startswith("| A-v0 (20k, 5/5) |") and "| equivalent |" in table[2]
     assert table[3].startswith("| B-v0 (20k, 3/3) |") and table[3].endswith("| too few seeds for a verdict (fewer "
                                                                             "than 5 per agent) |")
     readme = tmp_path / "README.md"
