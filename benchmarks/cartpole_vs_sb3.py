@@ -71,6 +71,17 @@ def run(agent_name: str, seed: int, total: int, n_eval: int) -> dict[str, Any]:
             "eval_return": evaluate(agent, n_eval, seed), "n_episodes": len(agent.episodes)}
 
 
+def aggregate(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One agent's means over seeds."""
+    reached = [r["steps_to_475"] for r in rs if r["steps_to_475"] is not None]
+    return {"steps_per_second_mean": float(np.mean([r["steps_per_second"] for r in rs])),
+            "steps_per_cpu_second_mean": float(np.mean([r["steps_per_cpu_second"] for r in rs])),
+            "steps_to_475_median": float(np.median(reached)) if reached else None,
+            "steps_to_475_reached": f"{len(reached)}/{len(rs)}",
+            "eval_return_mean": float(np.mean([r["eval_return"] for r in rs])),
+            "eval_return_min": float(np.min([r["eval_return"] for r in rs]))}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, default=3)
@@ -93,17 +104,7 @@ def main() -> None:
             print(f"{name:>18} seed {seed}: {r['steps_per_second']:7.0f} steps/s, steps to 475 "
                   f"{r['steps_to_475']}, eval {r['eval_return']:.1f}", flush=True)
 
-    def agg(name: str) -> dict[str, Any]:
-        rs = results[name]
-        reached = [r["steps_to_475"] for r in rs if r["steps_to_475"] is not None]
-        return {"steps_per_second_mean": float(np.mean([r["steps_per_second"] for r in rs])),
-                "steps_per_cpu_second_mean": float(np.mean([r["steps_per_cpu_second"] for r in rs])),
-                "steps_to_475_median": float(np.median(reached)) if reached else None,
-                "steps_to_475_reached": f"{len(reached)}/{len(rs)}",
-                "eval_return_mean": float(np.mean([r["eval_return"] for r in rs])),
-                "eval_return_min": float(np.min([r["eval_return"] for r in rs]))}
-
-    summary = {n: agg(n) for n in names}
+    summary = {n: aggregate(results[n]) for n in names}
     ours, sb3 = summary["ours"], summary["sb3"]
     speed_ratio = ours["steps_per_second_mean"] / sb3["steps_per_second_mean"]
     per_seed = [o["steps_per_second"] / s["steps_per_second"] for o, s in zip(results["ours"], results["sb3"])]
