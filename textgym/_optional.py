@@ -1,4 +1,5 @@
-"""Lazy imports of heavy optional dependencies, with an error that names the extra to install."""
+"""Lazy imports: heavy optional dependencies (with an error that names the extra to install) and the registries'
+``"module:attr"`` entries."""
 
 from __future__ import annotations
 
@@ -35,6 +36,18 @@ def require(module: str, purpose: str = "") -> ModuleType:
         what = f" (needed for {purpose})" if purpose else ""
         hint = f"pip install 'textgym[{extra}]'" if extra != "core" else f"pip install {pkg}"
         raise ImportError(f"{module} is not installed{what}. Install it with: {hint}") from e
+
+
+def import_attr(entry: str) -> object:
+    """The object named by a lazy ``"module:attr"`` entry (``"textgym.tasks:LettersTask"``), imported now.
+
+    textgym's registries (scorers, prompt generators; Gymnasium's env ids the same way) hold such strings, so
+    nothing is imported, and nothing registers, until a name is used.
+    """
+    mod, sep, attr = entry.partition(":")
+    if not sep or not mod or not attr:
+        raise ValueError(f"a lazy entry point is written 'module:attr', got {entry!r}")
+    return getattr(importlib.import_module(mod), attr)
 
 
 def packaged_file(package: str, match: Callable[[importlib.metadata.PackagePath], bool], missing: str) -> Path:

@@ -9,12 +9,12 @@ without building it (command lines call it before loading anything heavy).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 from collections.abc import Callable
 from typing import Any
 
+from textgym._optional import import_attr
 from textgym.scorers.base import (
     CombinedScorer,
     Scorer,
@@ -64,10 +64,7 @@ def _factory(name: str) -> Callable[..., Scorer]:
         raise ValueError(f"unknown scorer {name!r}; available: {', '.join(scorer_names())} "
                          "(or pass a Scorer object)")
     f = _REGISTRY[name]
-    if isinstance(f, str):
-        mod, attr = f.split(":")
-        f = getattr(importlib.import_module(mod), attr)
-    return f
+    return import_attr(f) if isinstance(f, str) else f  # type: ignore[return-value]
 
 
 def _example(name: str, required: list[str]) -> str:
