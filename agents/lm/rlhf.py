@@ -365,9 +365,8 @@ class RLHFTrainer:
         self.policy = CausalLMPolicy(model if model is not None else cfg.model, temperature=cfg.temperature,
                                      separate_critic=cfg.separate_critic, value_head_init=cfg.value_head_init)
         self.env = env if env is not None else self.make_env()
-        base = self.env.env
-        self.policy.vocab_size = int(base.vocab_size)
-        self.policy.check_action_size(base.action_size)
+        self.policy.vocab_size = int(self.env.vocab_size)
+        self.policy.check_action_size(self.env.action_size)
         if cfg.lora:
             apply_lora(self.policy, r=cfg.lora_r, alpha=cfg.lora_alpha)
             self.ref_model = None  # the reference: the same weights with the adapter disabled (saves a copy)

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from textgym.config import add_dataclass_args, dataclass_from_args
+from agents.config import add_dataclass_args, dataclass_from_args
 
 PLOT_KEYS = ("reward_mean", "kl", "entropy", "train/value_loss")
 
@@ -154,7 +154,7 @@ def run(cfg: Any, resume: bool = False, model: Any = None) -> int:
             plot_metrics(out / "metrics.csv", list(PLOT_KEYS), out / "plot.png", title=f"RLHF on {cfg.task}")
         after = _samples(trainer, cfg.n_samples)
         _write_samples_md(out / "samples.md", before, after, f"RLHF on {cfg.task}: samples")
-        hf_tok = getattr(trainer.env.env.tokenizer, "hf", None)
+        hf_tok = getattr(trainer.env.tokenizer, "hf", None)
         trainer.policy.save_pretrained(out / "final", tokenizer=hf_tok)
         print(f"wrote {out}/metrics.csv, plot.png, samples.md, checkpoint/, final/", file=sys.stderr)
         summary = reward_summary(out / "metrics.csv")

@@ -1,4 +1,4 @@
-"""Tests for textgym/config.py: flags from dataclass fields, and JSON objects for dict-typed fields."""
+"""Tests for agents/config.py: flags from dataclass fields, and JSON objects for dict-typed fields."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from textgym.config import add_dataclass_args, dataclass_from_args
+from agents.config import add_dataclass_args, dataclass_from_args
 
 
 @dataclass
