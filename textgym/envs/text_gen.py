@@ -13,7 +13,7 @@ from gymnasium.error import ResetNeeded
 
 from textgym.core import Prompt, Sample
 from textgym.prompts import PromptSource, load_prompts
-from textgym.scorers import Scorer, make_scorer, score_batch, score_tokens_batch
+from textgym.scorers import Scorer, make_scorer, score_batch, score_tokens_batch, token_scoring_problem
 from textgym.tokenizers import Tokenizer, make_tokenizer
 
 REWARD_MODES = ("sequence", "token")
@@ -139,9 +139,10 @@ class TextGenEnv(gym.Env[dict, int]):
         self.tokenizer = make_tokenizer(tokenizer)
         self.prompt_source = load_prompts(prompts, **(prompt_kwargs or {}))
         self.scorer: Scorer = make_scorer(scorer)
-        if reward_mode == "token" and not hasattr(self.scorer, "score_tokens"):
-            raise ValueError(f"reward_mode='token' needs a per-token scorer (with score_tokens); scorer "
-                             f"{getattr(self.scorer, 'name', self.scorer)!r} has none. Use reward_mode='sequence'.")
+        why = token_scoring_problem(self.scorer) if reward_mode == "token" else None
+        if why is not None:
+            raise ValueError(f"reward_mode='token' needs a per-token scorer that scores partial completions; {why}. "
+                             "Use reward_mode='sequence', or a scorer with score_tokens.")
         self.reward_mode = reward_mode
         self.stop_strings = tuple(stop_strings)
         self.render_mode = render_mode

@@ -22,11 +22,12 @@ from textgym.scorers.base import (
     TokenScorer,
     score_batch,
     score_tokens_batch,
+    token_scoring_problem,
 )
 
 __all__ = [
     "CombinedScorer", "Scorer", "ScorerError", "TokenScorer", "score_batch", "score_tokens_batch",
-    "make_scorer", "register_scorer", "scorer_names", "scorer_spec", "SHORTHANDS",
+    "token_scoring_problem", "make_scorer", "register_scorer", "scorer_names", "scorer_spec", "SHORTHANDS",
 ]
 
 # name -> "module:attr" (imported lazily, so heavy scorers cost nothing until used) or a factory
