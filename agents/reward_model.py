@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.config import add_dataclass_args, dataclass_from_args
+from agents.config import add_config_arg, add_dataclass_args, dataclass_from_args
 from textgym._optional import require
 from textgym.human.live import rating_reward
 from textgym.human.reward_model import RewardModel
@@ -238,6 +238,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("db", help="rating store file")
     parser.add_argument("--out", required=True, help="folder to write the model and eval.json to")
     add_dataclass_args(parser, RMConfig)
+    add_config_arg(parser, RMConfig)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -22,6 +22,8 @@ _EXTRAS = {
     "matplotlib": ("agents", "matplotlib"),
     "tqdm": ("agents", "tqdm"),
     "scipy": ("agents", "scipy"),
+    "yaml": ("agents", "pyyaml"),
+    "tomli": ("agents", "tomli"),
     "playwright": ("dev", "playwright"),
 }
 

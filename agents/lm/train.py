@@ -6,7 +6,8 @@ Writes ``DIR/config.json``, ``DIR/metrics.csv`` (one row per iteration: ``reward
 ``kl``, ``entropy``, ``train/*``, ``rlhf/*``), TensorBoard events in ``DIR/tb``, ``DIR/plot.png`` (reward, KL
 to the reference, entropy, value loss per iteration), ``DIR/samples.md`` (greedy completions before and
 after), ``DIR/checkpoint/`` (atomic, for ``--resume``) and ``DIR/final/`` (``save_pretrained`` export that
-plain transformers loads). Every field of :class:`agents.lm.rlhf.RLHFConfig` is a flag (``--ppo.n-epochs``...).
+plain transformers loads). Every field of :class:`agents.lm.rlhf.RLHFConfig` is a flag (``--ppo.n-epochs``...);
+``--config run.yaml`` (or ``.toml``, or a run's ``config.json``) sets fields from a file, and flags override it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agents.config import add_dataclass_args, dataclass_from_args
+from agents.config import add_config_arg, add_dataclass_args, dataclass_from_args
 
 PLOT_KEYS = ("reward_mean", "kl", "entropy", "train/value_loss")
 
@@ -27,6 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from agents.lm.rlhf import RLHFConfig
 
     add_dataclass_args(parser, RLHFConfig)
+    add_config_arg(parser, RLHFConfig)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint (same config required)")
 
