@@ -20,6 +20,7 @@ _EXTRAS = {
     "stable_baselines3": ("sb3", "stable-baselines3"),
     "peft": ("lora", "peft"),
     "matplotlib": ("agents", "matplotlib"),
+    "PIL": ("agents", "pillow"),
     "tqdm": ("agents", "tqdm"),
     "scipy": ("agents", "scipy"),
     "yaml": ("agents", "pyyaml"),

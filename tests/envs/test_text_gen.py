@@ -190,7 +190,7 @@ def test_render_modes(capsys):
     human.step(0)
     assert capsys.readouterr().out == "ca\u2502\nca\u2502a\n"
     with pytest.raises(ValueError, match="render_mode must be one of"):
-        toy_env(render_mode="rgb_array")
+        toy_env(render_mode="rgb")  # (rgb_array is supported: tests/envs/test_render.py)
 
 
 def test_callable_action_mask():

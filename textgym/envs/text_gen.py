@@ -12,6 +12,7 @@ from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
 from textgym.core import Prompt, Sample
+from textgym.envs.render import ansi_text, text_frame
 from textgym.prompts import PromptSource, load_prompts
 from textgym.scorers import Scorer, make_scorer, score_batch, score_tokens_batch, token_scoring_problem
 from textgym.tokenizers import Tokenizer, make_tokenizer
@@ -99,14 +100,15 @@ class TextGenEnv(gym.Env[dict, int]):
     - ``reward_mode``: ``"sequence"`` or ``"token"``. ``stop_strings``: strings that end the episode.
     - ``action_size``: size of the action space (>= the tokenizer's vocabulary).
     - ``action_mask``: None, ``"vocab"``, or ``callable(prompt: Prompt, completion_ids) -> bool array``.
-    - ``render_mode``: ``"ansi"`` (returns a string) or ``"human"`` (prints it).
+    - ``render_mode``: ``"ansi"`` (returns a string), ``"human"`` (prints it) or ``"rgb_array"`` (the prefix
+      drawn as an ``(H, W, 3)`` uint8 image, for ``RecordVideo`` and SB3's ``make_vec_env``; needs Pillow).
 
     ## Version History
 
-    - v0: initial version.
+    - v0: initial version (``render_mode="rgb_array"`` added later; the dynamics are unchanged).
     """
 
-    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi", "human", "rgb_array"], "render_fps": 4}
 
     def __init__(
         self,
@@ -333,17 +335,17 @@ class TextGenEnv(gym.Env[dict, int]):
     def _obs(self) -> dict[str, np.ndarray]:
         return {"input_ids": self._input_ids.copy(), "attention_mask": self._attention_mask.copy()}
 
-    def render(self) -> str | None:
+    def render(self) -> str | np.ndarray | None:
         if self.render_mode is None:
-            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'human'")
+            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi', 'human' or 'rgb_array'")
             return None
-        if self._prompt is None:
-            text = "<not reset>"
-        else:
-            completion = self.tokenizer.decode(self._completion)
-            text = f"{self._prompt.text}\u2502{completion}"  # │ marks where the completion starts
-            if self._done:
-                text += f"  [{self._last_info.get('end_reason')}, score={self._last_info.get('score', 0):.3f}]"
+        prompt = None if self._prompt is None else self._prompt.text
+        completion = self.tokenizer.decode(self._completion) if self._prompt is not None else ""
+        status = (f"[{self._last_info.get('end_reason')}, score={self._last_info.get('score', 0):.3f}]"
+                  if self._done else "")
+        if self.render_mode == "rgb_array":
+            return text_frame(prompt, completion, status)
+        text = ansi_text(prompt, completion, status)
         if self.render_mode == "ansi":
             return text
         print(text)

@@ -22,6 +22,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from textgym.core import Prompt, Sample
+from textgym.envs.render import ansi_text, text_frame
 from textgym.envs.text_gen import TextGenEnv
 from textgym.scorers import score_batch, score_tokens_batch
 
@@ -455,23 +456,21 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
         state = self._state.copy()  # one copy of ids + mask; the two arrays do not overlap
         return {"input_ids": state[0], "attention_mask": state[1]}
 
-    def render(self) -> tuple[str, ...] | None:
-        """``"ansi"``: one line per env (prompt│completion); ``"human"``: prints them."""
+    def render(self) -> tuple[str, ...] | tuple[np.ndarray, ...] | None:
+        """``"ansi"``: one line per env (prompt│completion); ``"rgb_array"``: one ``(H, W, 3)`` image per env (as
+        ``SyncVectorEnv`` gives); ``"human"``: prints the lines."""
         if self.render_mode is None:
-            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'human'")
+            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi', 'human' or 'rgb_array'")
             return None
-        lines = []
-        for i in range(self.num_envs):
-            p = self._prompts[i]
-            if p is None:
-                lines.append("<not reset>")
-                continue
-            text = f"{p.text}\u2502{self._env.tokenizer.decode(self.completion_ids(i))}"
-            if self._done[i]:
-                text += f"  [score={self._scores[i]:.3f}]"
-            lines.append(text)
+        parts = [(None, "", "") if p is None else  # (prompt, completion, status) per env
+                 (p.text, self._env.tokenizer.decode(self.completion_ids(i)),
+                  f"[score={self._scores[i]:.3f}]" if self._done[i] else "")
+                 for i, p in enumerate(self._prompts)]
+        if self.render_mode == "rgb_array":
+            return tuple(text_frame(*part) for part in parts)
+        lines = tuple(ansi_text(*part) for part in parts)
         if self.render_mode == "ansi":
-            return tuple(lines)
+            return lines
         print("\n".join(f"[{i}] {t}" for i, t in enumerate(lines)))
         return None
 
