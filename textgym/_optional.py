@@ -8,6 +8,7 @@ import importlib.metadata
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 # module name -> (pip extra, pip package) used in the error message
 _EXTRAS = {
@@ -41,12 +42,15 @@ def require(module: str, purpose: str = "") -> ModuleType:
         raise ImportError(f"{module} is not installed{what}. Install it with: {hint}") from e
 
 
-def import_attr(entry: str) -> object:
-    """The object named by a lazy ``"module:attr"`` entry (``"textgym.tasks:LettersTask"``), imported now.
+def load_entry(entry: str | Callable[..., Any]) -> Callable[..., Any]:
+    """A registry entry as a callable: a lazy ``"module:attr"`` string (``"textgym.tasks:LettersTask"``) is
+    imported now; a callable is returned as it is.
 
     textgym's registries (scorers, prompt generators; Gymnasium's env ids the same way) hold such strings, so
     nothing is imported, and nothing registers, until a name is used.
     """
+    if not isinstance(entry, str):
+        return entry
     mod, sep, attr = entry.partition(":")
     if not sep or not mod or not attr:
         raise ValueError(f"a lazy entry point is written 'module:attr', got {entry!r}")

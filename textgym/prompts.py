@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from textgym._optional import import_attr
+from textgym._optional import load_entry
 from textgym.core import Prompt
 
 
@@ -149,8 +149,7 @@ def prompt_generator(name: str) -> Callable[..., PromptSource]:
     if name not in PROMPT_GENERATORS:
         raise ValueError(f"unknown prompt generator {name!r}; available: {sorted(PROMPT_GENERATORS)} "
                          "(or register one with textgym.prompts.register_prompts)")
-    f = PROMPT_GENERATORS[name]
-    return import_attr(f) if isinstance(f, str) else f  # type: ignore[return-value]
+    return load_entry(PROMPT_GENERATORS[name])
 
 
 def load_prompts(spec: Any, **kwargs: Any) -> PromptSource:

@@ -281,7 +281,7 @@ def test_bad_config():
 
 
 def test_make_sample_takes_numpy_ids_and_equals_a_plain_sample():
-    """make_sample turns any ints into Python ints; the envs' fast constructor builds a Sample equal to (and as
+    """make_sample turns any ints into Python ints; the envs build a Sample equal to (and as
     immutable as) one made by the dataclass's own __init__."""
     from textgym.core import Prompt, Sample
 

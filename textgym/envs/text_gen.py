@@ -125,18 +125,7 @@ class TextGenEnv(gym.Env[dict, int]):
         prompt_kwargs: dict[str, Any] | None = None,
         render_mode: str | None = None,
     ) -> None:
-        if not isinstance(max_new_tokens, (int, np.integer)) or isinstance(max_new_tokens, bool) \
-                or max_new_tokens <= 0:
-            raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-        if reward_mode not in REWARD_MODES:
-            raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, "
-                             f"got {render_mode!r}")
-        if isinstance(stop_strings, str):
-            stop_strings = (stop_strings,)
-        if any(not isinstance(s, str) or not s for s in stop_strings):
-            raise ValueError(f"stop_strings must be non-empty strings, got {stop_strings!r}")
+        stop_strings = self._check_arguments(max_new_tokens, reward_mode, render_mode, stop_strings)
 
         self.tokenizer = make_tokenizer(tokenizer)
         self.prompt_source = load_prompts(prompts, **(prompt_kwargs or {}))
@@ -184,6 +173,24 @@ class TextGenEnv(gym.Env[dict, int]):
         self._length = 0  # prefix length
         self._done: bool | None = None  # None: never reset
         self._last_info: dict[str, Any] = {}
+
+    @classmethod
+    def _check_arguments(cls, max_new_tokens: Any, reward_mode: Any, render_mode: Any,
+                         stop_strings: str | Sequence[str]) -> tuple[str, ...]:
+        """Raise ``ValueError`` for arguments that cannot work (before anything is loaded); the stop strings."""
+        if not isinstance(max_new_tokens, (int, np.integer)) or isinstance(max_new_tokens, bool) \
+                or max_new_tokens <= 0:
+            raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+        if reward_mode not in REWARD_MODES:
+            raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
+        if render_mode is not None and render_mode not in cls.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {cls.metadata['render_modes']} or None, "
+                             f"got {render_mode!r}")
+        if isinstance(stop_strings, str):
+            stop_strings = (stop_strings,)
+        if any(not isinstance(s, str) or not s for s in stop_strings):
+            raise ValueError(f"stop_strings must be non-empty strings, got {stop_strings!r}")
+        return tuple(stop_strings)
 
     # -- helpers shared with the batched vector env ------------------------------------------------------
     def encode_prompt(self, prompt: Prompt) -> tuple[int, ...]:
@@ -233,8 +240,8 @@ class TextGenEnv(gym.Env[dict, int]):
     def _sample(self, prompt: Prompt, prompt_ids: tuple[int, ...], ids: tuple[int, ...],
                 finished: bool = True) -> Sample:
         """:meth:`make_sample` for ids that are already tuples of Python ints (the envs' hot path)."""
-        return Sample._trusted(prompt.text, self.tokenizer.decode(ids), prompt_ids, ids,
-                               tuple(map(self._token_texts.__getitem__, ids)), prompt.meta, finished)
+        return Sample(prompt.text, self.tokenizer.decode(ids), prompt_ids, ids,
+                      tuple(map(self._token_texts.__getitem__, ids)), prompt.meta, finished)
 
     def check_action(self, action: Any) -> int:
         try:

@@ -148,8 +148,7 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
         self._padded: dict[str, tuple[tuple[int, ...], np.ndarray]] = {}  # prompt text -> (ids, (L,) padded row)
         # per-step constants as (N,) arrays: numpy's array-array ops cost a fraction of array-scalar ones here
         self._ones = np.ones(N, dtype=np.int64)
-        # is_eos[token] for every valid id: indexing it with the actions (as uint64, so negative ids wrap to huge
-        # ones) both finds EOS and range-checks the actions (IndexError) in one operation
+        # is_eos[token] for every valid id: indexing it with the (checked) actions finds the EOS ones
         self._is_eos = np.zeros(env.vocab_size, dtype=bool)
         self._is_eos[env.eos_token_id] = True
         self._any_done = False  # is any env done? (kept in step/reset; saves a count on the hot path)
@@ -345,16 +344,8 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
                 return self._obs(), rewards, self._done.copy(), np.zeros(N, dtype=bool), infos
         else:
             idx = self._rows
-        a = np.asarray(actions)
-        if a.dtype.kind in "iu" and a.shape == (N,):  # the fast path of _check_actions
-            a = (a if idx is self._rows else a[idx]).astype(np.int64)  # (n,) a copy: the caller may reuse theirs
-        else:
-            a = self._check_actions(actions, idx)
-        try:
-            eos = self._is_eos[a.view(np.uint64)]  # (n,) and the range check: negative ids wrap to huge ones
-        except IndexError:
-            self._check_actions(actions, idx)  # raises, naming the first bad action
-            raise
+        a = self._check_actions(actions, idx)  # (n,) int64, every id a valid token
+        eos = self._is_eos[a]  # (n,)
 
         # append the tokens: one fancy-indexed write for all active envs
         # (through flat views: 1-D fancy indexing costs a fraction of 2-D fancy indexing at these sizes)
@@ -384,30 +375,8 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
             samples = self._samples(idx, pos, ended.tolist())
             rewards[idx] = [r[-1] for r in score_tokens_batch(env.scorer, samples)]
         if any_ended:
-            fin = idx[ended]
-            self._done[fin] = True
-            self._any_done = True
-            samples = self._samples(fin, pos[ended])
-            scores, parts = score_batch(env.scorer, samples)
-            self._scores[fin] = scores
-            if env.reward_mode == "sequence":
-                rewards[fin] = scores
-            if env.stop_strings:
-                why = ["eos" if e else "stop" if st else "budget"
-                       for e, st in zip(eos[ended].tolist(), stop[ended].tolist())]
-            else:
-                why = ["eos" if e else "budget" for e in eos[ended].tolist()]
-            # the same infos as TextGenEnv.step gives at an episode's end
-            self._put_info(infos, "prompt", fin, [x.prompt for x in samples], object)
-            self._put_info(infos, "completion", fin, [x.completion for x in samples], object)
-            self._put_info(infos, "score", fin, scores, np.float64)
-            sub: dict[str, Any] = infos.setdefault("score_parts", {})
-            for name, v in parts.items():
-                self._put_info(sub, name, fin, np.asarray(v, dtype=np.float64), np.float64)
-            infos["_score_parts"] = infos.get("_score_parts", np.zeros(N, dtype=bool))
-            infos["_score_parts"][fin] = True
-            self._put_info(infos, "end_reason", fin, why, object)
-            self._put_info(infos, "completion_length", fin, [len(x.completion_ids) for x in samples], np.int64)
+            stopped = stop[ended].tolist() if env.stop_strings else None
+            self._end_episodes(idx[ended], pos[ended], eos[ended].tolist(), stopped, rewards, infos)
         if env._action_mask_fn is not None:
             going = idx[~ended]
             if going.size:
@@ -418,6 +387,30 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
         if self.render_mode == "human":
             self.render()
         return self._obs(), rewards, self._done.copy(), np.zeros(N, dtype=bool), infos
+
+    def _end_episodes(self, fin: np.ndarray, ends: np.ndarray, eos: list[bool], stopped: list[bool] | None,
+                      rewards: np.ndarray, infos: dict[str, Any]) -> None:
+        """The episodes of envs ``fin`` ended at prefix lengths ``ends`` (by EOS, a stop string or the budget):
+        score them in one scorer call, pay the score in sequence mode, and put TextGenEnv.step's end infos."""
+        env, N = self._env, self.num_envs
+        self._done[fin] = True
+        self._any_done = True
+        samples = self._samples(fin, ends)
+        scores, parts = score_batch(env.scorer, samples)
+        self._scores[fin] = scores
+        if env.reward_mode == "sequence":
+            rewards[fin] = scores
+        why = ["eos" if e else "stop" if st else "budget" for e, st in zip(eos, stopped or [False] * len(eos))]
+        self._put_info(infos, "prompt", fin, [x.prompt for x in samples], object)
+        self._put_info(infos, "completion", fin, [x.completion for x in samples], object)
+        self._put_info(infos, "score", fin, scores, np.float64)
+        sub: dict[str, Any] = infos.setdefault("score_parts", {})
+        for name, v in parts.items():
+            self._put_info(sub, name, fin, np.asarray(v, dtype=np.float64), np.float64)
+        infos["_score_parts"] = infos.get("_score_parts", np.zeros(N, dtype=bool))
+        infos["_score_parts"][fin] = True
+        self._put_info(infos, "end_reason", fin, why, object)
+        self._put_info(infos, "completion_length", fin, [len(x.completion_ids) for x in samples], np.int64)
 
     def _samples(self, idx: np.ndarray, ends: np.ndarray, finished: list[bool] | None = None) -> list[Sample]:
         """The scorer's samples of envs ``idx`` whose prefixes end at ``ends``: the completions from one gather +
@@ -443,9 +436,10 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
                 except ValueError as e:
                     raise ValueError(f"actions[{i}]: {e}") from None
             raise ValueError(f"actions must be integer token ids, got dtype {a.dtype}")
-        a = (a if idx is self._rows else a[idx]).astype(np.int64, copy=True)  # a copy: the caller may reuse theirs
-        if np.count_nonzero(a.view(np.uint64) >= self._env.vocab_size):  # negative ids wrap to huge unsigned ones
-            j = int(np.flatnonzero((a < 0) | (a >= self._env.vocab_size))[0])
+        a = (a if idx is self._rows else a[idx]).astype(np.int64)  # a copy: the caller may reuse theirs
+        bad = (a < 0) | (a >= self._env.vocab_size)
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
             try:
                 self._env.check_action(int(a[j]))
             except ValueError as e:

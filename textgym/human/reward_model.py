@@ -20,6 +20,7 @@ import numpy as np
 
 from textgym._optional import require
 from textgym.core import Sample
+from textgym.scorers.similarity import mean_pool
 
 __all__ = ["RewardModel", "load_reward_model", "RewardModelScorer"]
 
@@ -65,8 +66,7 @@ class RewardModel:
         enc = {k: v.to(device) for k, v in self.encode(prompts, completions).items()
                if k in ("input_ids", "attention_mask", "token_type_ids")}
         hidden = self.backbone(**enc).last_hidden_state  # (B, T, H)
-        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, H) mean over real tokens
+        pooled = mean_pool(hidden, enc["attention_mask"])  # (B, H) mean over real tokens
         return self.head(pooled).squeeze(-1)  # (B,)
 
     def state_dict(self) -> dict[str, Any]:

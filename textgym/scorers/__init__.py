@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from textgym._optional import import_attr
+from textgym._optional import load_entry
 from textgym.scorers.base import (
     CombinedScorer,
     Scorer,
@@ -64,8 +64,7 @@ def _factory(name: str) -> Callable[..., Scorer]:
     if name not in _REGISTRY:
         raise ValueError(f"unknown scorer {name!r}; available: {', '.join(scorer_names())} "
                          "(or pass a Scorer object)")
-    f = _REGISTRY[name]
-    return import_attr(f) if isinstance(f, str) else f  # type: ignore[return-value]
+    return load_entry(_REGISTRY[name])
 
 
 def _example(name: str, required: list[str]) -> str:
