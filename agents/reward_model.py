@@ -162,6 +162,16 @@ def evaluate(rm: RewardModel, ids: Sequence[int], texts: dict[int, tuple[str, st
             "spearman": spearman([pred[i] for i in rated], [targets[i] for i in rated]), "n_rated": len(rated)}
 
 
+def split_by_prompt(ids: Sequence[int], texts: dict[int, tuple[str, str]], eval_fraction: float,
+                    rng: np.random.Generator) -> tuple[list[int], list[int]]:
+    """``(train ids, held-out ids)``: whole prompts are held out, so a held-out pair (two completions of one
+    prompt) is never half-seen in training."""
+    prompts = sorted({texts[i][0] for i in ids})
+    rng.shuffle(prompts)
+    held_out = set(prompts[:int(round(eval_fraction * len(prompts)))])
+    return [i for i in ids if texts[i][0] not in held_out], [i for i in ids if texts[i][0] in held_out]
+
+
 def train_reward_model(store: RatingStore | str | Path, out: str | Path | None = None, cfg: RMConfig | None = None,
                        log: Any = print) -> tuple[RewardModel, dict[str, Any]]:
     """Train on the store's ratings, evaluate on a held-out split, save to ``out`` (with ``eval.json``).
@@ -177,13 +187,7 @@ def train_reward_model(store: RatingStore | str | Path, out: str | Path | None =
     if not 0.0 <= cfg.eval_fraction < 1.0:
         raise ValueError(f"eval_fraction must be in [0, 1), got {cfg.eval_fraction}")
     rng = np.random.default_rng(cfg.seed)
-    # split by prompt, so held-out pairs (same prompt) are never half-seen in training
-    prompts = sorted({texts[i][0] for i in rated_ids})
-    rng.shuffle(prompts)
-    n_eval = int(round(cfg.eval_fraction * len(prompts)))
-    eval_prompts = set(prompts[:n_eval])
-    eval_ids = [i for i in rated_ids if texts[i][0] in eval_prompts]
-    train_ids = [i for i in rated_ids if texts[i][0] not in eval_prompts]
+    train_ids, eval_ids = split_by_prompt(rated_ids, texts, cfg.eval_fraction, rng)
     train_set = set(train_ids)
     train_scalar = [i for i in train_ids if i in targets]
     train_prefs = [p for p in prefs if p[0] in train_set and p[1] in train_set]
