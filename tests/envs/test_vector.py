@@ -219,3 +219,26 @@ def test_shared_config_reads_as_on_the_single_env_and_the_inner_env_is_private()
         env.max_new_tokens = 3
     s = env.make_sample(single.prompt_source.sample(np.random.default_rng(0)), [1, 2], [0])
     assert s.completion_ids == (0,) and s.finished
+
+
+def test_every_bad_action_id_is_refused_in_every_dtype_and_subset():
+    """Negative ids, padding ids and ids past the action space raise, naming the env, whatever the dtype; valid
+    ones of any integer dtype step. (The uint64-view range check this replaced let -1 through: numpy 2 casts a
+    uint64 index back to intp, so -1 wrapped to the last id instead of raising.)"""
+    N = 5
+    env = BatchedTextGenEnv(N, autoreset_mode="disabled", **toy_kwargs(action_size=6))  # 4 ids, 2 padding ids
+    for v, why in [(-1, "outside the action space"), (-2**63, "outside the action space"), (4, "padding id"),
+                   (5, "padding id"), (6, "outside the action space"), (2**40, "outside the action space")]:
+        env.reset(seed=0)
+        with pytest.raises(ValueError, match=rf"actions\[4\]: action {v} .*{why}"):
+            env.step(np.array([0, 1, 2, 0, v]))
+        assert env.lengths.tolist() == env.prompt_lengths.tolist()  # nothing was written
+    env.reset(seed=0)
+    env.step(np.array([0, 1, 2, 3, 3]))  # envs 3 and 4 end (EOS); a bad id for an ended env is not read
+    env.step(np.array([1, 1, 1, -1, 99]))
+    with pytest.raises(ValueError, match=r"actions\[2\]: action -1"):
+        env.step(np.array([0, 0, -1, 0, 0]))
+    for dt in (np.int8, np.uint8, np.int32, np.uint64):
+        env.reset(seed=0)
+        env.step(np.array([3, 2, 1, 0, 1], dtype=dt))
+        assert env.done.tolist() == [True, False, False, False, False]
