@@ -223,6 +223,9 @@ SMUGGLE_CASES = {  # name -> (status of the first request, how to build the firs
         inner)),
     "200 GET with a body": (200, lambda host, inner: _request(
         "GET", "/api/stats", {"Host": host, "Content-Length": str(len(inner))}, inner)),
+    "501 unsupported method": (501, lambda host, inner: _request(
+        "PUT", "/api/ratings", {"Host": host, "Content-Type": "application/json", "Content-Length": str(len(inner))},
+        inner)),
     "501 chunked": (501, lambda host, inner: _request(
         "POST", "/api/ratings", {"Host": host, "Content-Type": "application/json", "Transfer-Encoding": "chunked"},
         b"%x\r\n%s\r\n0\r\n\r\n" % (len(inner), inner))),

@@ -147,7 +147,12 @@ class _Reader:
         if self._head_left is None:
             return self._buf.readline(limit)
         cap = self._head_left + 1 if limit is None or limit < 0 else min(limit, self._head_left + 1)
-        line = self._buf.readline(cap)
+        try:
+            line = self._buf.readline(cap)
+        except TimeoutError:
+            if self._lines == 0:  # no request line in time (e.g. an idle keep-alive connection): close quietly
+                return b""
+            raise  # headers cut off mid-way: the stdlib logs "Request timed out" and closes
         self._head_left -= len(line)
         if self._head_left < 0:
             raise _HeadTooLarge(self._lines == 0)
