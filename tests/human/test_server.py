@@ -291,10 +291,11 @@ def test_stalled_and_trickling_clients_are_closed_while_others_are_served(quick_
     stalled.sendall(_request("POST", "/api/ratings", {"Host": host, "Content-Type": "application/json",
                                                       "Content-Length": "100"}, b"{"))
     trickle = socket.create_connection(srv.server_address[:2], timeout=10)  # headers, one byte every 0.1 s
+    trickle.sendall(b"GET /api/stats HTTP/1.1\r\n")
 
     def drip() -> None:
         try:
-            for b in _request("GET", "/api/stats", {"Host": host, "X-Slow": "x" * 200}):
+            for b in f"Host: {host}\r\nX-Slow: {'x' * 200}\r\n\r\n".encode():
                 trickle.sendall(bytes([b]))
                 time.sleep(0.1)
         except OSError:
