@@ -456,3 +456,12 @@ def test_undo_bad_input(server, store, body, status, message):
     assert got_status == status and message in got["error"], got
     assert http(server.url + "api/ratings/undo")[0] == 405
     assert [r.retracted for r in store.ratings(include_retracted=True)] == [None]
+
+
+def test_cli_refuses_bad_limits(store, capsys):
+    from agents.cli import main as cli_main
+
+    assert cli_main(["serve", str(store.path), "--port", "0", "--request-timeout", "0"]) == 2
+    assert "request_timeout must be a positive number" in capsys.readouterr().err
+    assert cli_main(["serve", str(store.path), "--port", "0", "--max-connections", "0"]) == 2
+    assert "max_connections must be a positive int" in capsys.readouterr().err

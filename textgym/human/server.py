@@ -39,6 +39,12 @@ body was read to its end; every error closes it, so an unread body is never pars
 (line, headers and body) must arrive within ``request_timeout`` seconds (default 30) of the connection opening
 or of the previous response, or the connection is closed: a stalled or trickling client holds a thread for at
 most that long. At most ``max_connections`` (default 64) connections are served at once; the next one gets 503.
+
+Why the stdlib and not Starlette on uvicorn: uvicorn frames bodies and limits header size and concurrency, but
+has no deadline for a request to arrive (its keep-alive timer restarts on every byte, and ASGI code only runs
+once the headers are complete; uvicorn issue #157), so the stalled-client limit would still need a subclass of
+its internal protocol classes, on top of two new dependencies. Here the three limits are ~60 lines on top of
+``http.server``, covered by tests on raw sockets, and ``textgym serve`` starts in what ``import textgym`` takes.
 """
 
 from __future__ import annotations
