@@ -42,9 +42,9 @@ most that long. At most ``max_connections`` (default 64) connections are served 
 
 Why the stdlib and not Starlette on uvicorn: uvicorn frames bodies and limits header size and concurrency, but
 has no deadline for a request to arrive (its keep-alive timer restarts on every byte, and ASGI code only runs
-once the headers are complete; uvicorn issue #157 lists the request timeouts as not done and PR #1685, which
-added one, was closed unmerged), so the stalled-client limit would still need a subclass of
-its internal protocol classes, on top of two new dependencies. Here the three limits are ~60 lines on top of
+once the headers are complete; uvicorn issue #157 lists the request timeouts as not done, and PR #1685, which
+added one, was closed unmerged), so the stalled-client limit would still need a subclass of its internal
+protocol classes, on top of two new dependencies. Here the three limits are ~60 lines on top of
 ``http.server``, covered by tests on raw sockets, and ``textgym serve`` starts in what ``import textgym`` takes.
 """
 
