@@ -218,4 +218,5 @@ def test_page_on_another_origin_cannot_rate(store, capfd, attacker_host):
         srv.server_close()
     log = capfd.readouterr().err
     assert store.ratings(include_retracted=True) == []
-    assert log.count('"POST /api/ratings HTTP/1.1" 403') == 5, log  # all five reached the server, refused
+    assert log.count('"POST /api/ratings HTTP/1.1" 403') >= 5, log  # all five reached the server, refused
+    assert '"POST /api/ratings HTTP/1.1" 2' not in log, log
