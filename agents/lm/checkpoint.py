@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.atomic import fsync_path
+
 CHECKPOINT = "checkpoint"
 STATE = "state.pt"
 META = "meta.json"
@@ -55,35 +57,6 @@ def trainable_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     are reloaded from the model itself."""
     names = {n for n, p in module.named_parameters() if p.requires_grad}
     return {k: v.detach().cpu() for k, v in module.state_dict().items() if k in names}
-
-
-def fsync_path(path: str | Path) -> None:
-    """Flush a file, or a folder's entries (what makes a rename inside it durable), to disk."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except PermissionError:  # Windows cannot open a folder; its renames are not fsynced there
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``path`` so that a reader (or a later run after a kill) sees the old content or the new, never
-    half of it: a temporary file in the same folder, fsynced, then renamed over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_path(path.parent)
 
 
 def is_complete(folder: Path) -> bool:

@@ -37,7 +37,7 @@ def _truncate_csv(path: Path, last_step: int) -> None:
     """Keep the header and the rows up to ``last_step``: rows logged after the checkpoint are computed again,
     and a line a kill cut short (no newline at its end) is dropped. Rewritten atomically, so a kill here loses
     nothing."""
-    from agents.lm.checkpoint import atomic_write_text
+    from agents.atomic import atomic_write_text
 
     if not path.exists():
         return
@@ -156,7 +156,8 @@ def run(cfg: Any, resume: bool = False, model: Any = None) -> int:
 
 
 def _run(cfg: Any, resume: bool, model: Any, dist: Any) -> int:
-    from agents.lm.checkpoint import atomic_write_text, find_checkpoint
+    from agents.atomic import atomic_write_text
+    from agents.lm.checkpoint import find_checkpoint
     from agents.lm.rlhf import RLHFTrainer, config_dict
     from agents.logger import MetricsLogger, plot_metrics
     from textgym._optional import require

@@ -30,6 +30,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from agents.atomic import atomic_write_text  # noqa: E402
 from agents.lm import checkpoint as ck  # noqa: E402
 from tests.conftest import make_tiny_gpt2  # noqa: E402
 
@@ -96,14 +97,14 @@ def test_find_checkpoint_skips_incomplete_folders(tmp_path):
 
 def test_atomic_write_text_keeps_the_old_content_on_failure(tmp_path, monkeypatch):
     path = tmp_path / "config.json"
-    ck.atomic_write_text(path, "old")
+    atomic_write_text(path, "old")
 
     def fail(*a, **k):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError):
-        ck.atomic_write_text(path, "new")
+        atomic_write_text(path, "new")
     monkeypatch.undo()
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["config.json"]
 
