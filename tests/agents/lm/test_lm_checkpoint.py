@@ -283,3 +283,48 @@ def test_sigkill_at_20_moments_then_resume_gives_the_uninterrupted_run(tmp_path)
     got_map = {(t, s): v for t, s, v in ev_got if not t.startswith("time/")}
     assert got_map.keys() == ref_map.keys()
     assert all(math.isclose(got_map[k], ref_map[k], rel_tol=1e-6, abs_tol=1e-9) for k in ref_map)
+
+
+def test_truncate_csv_drops_rows_after_the_checkpoint_and_a_torn_line(tmp_path):
+    from agents.lm.train import _truncate_csv
+
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,reward_mean\r\n" + "".join(f"{i},0.{i}\r\n" for i in range(1, 12)) + "1")  # "12,..." torn
+    _truncate_csv(path, 10)
+    assert [r["step"] for r in csv.DictReader(path.open(newline=""))] == [str(i) for i in range(1, 11)]
+    path.write_text("step,rew")  # a header cut short: nothing to keep
+    _truncate_csv(path, 3)
+    assert path.read_text() == ""
+
+
+def test_resume_before_the_first_checkpoint_starts_the_run_again(tmp_path, capsys):
+    from agents.cli import main as cli
+    from tests.agents.lm.test_lm_train import rows
+
+    model = tmp_path / "tiny"
+    make_tiny_gpt2(vocab_size=5).save_pretrained(model)
+    out = tmp_path / "run"
+    assert cli(_argv(model, out, "--iterations", "2", "--tensorboard", "false")) == 0
+    for name in ("checkpoint", "metrics.csv"):  # as if killed after config.json, before the first checkpoint
+        shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
+    assert cli(_argv(model, out, "--iterations", "2", "--tensorboard", "false", "--resume")) == 0
+    assert "from iteration 0 (no checkpoint yet)" in capsys.readouterr().err
+    assert [r["step"] for r in rows(out / "metrics.csv")] == ["1", "2"]
+
+
+def test_an_old_run_with_the_old_kl_horizon_is_refused_with_the_flag_to_pass(tmp_path, capsys):
+    import json
+
+    from agents.cli import main as cli
+
+    model = tmp_path / "tiny"
+    make_tiny_gpt2(vocab_size=5).save_pretrained(model)
+    out = tmp_path / "run"
+    assert cli(_argv(model, out, "--iterations", "1", "--tensorboard", "false")) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["kl_horizon"] = 10000  # what every run before the new default saved
+    (out / "config.json").write_text(json.dumps(cfg))
+    assert cli(_argv(model, out, "--iterations", "2", "--tensorboard", "false", "--resume")) == 2
+    assert "pass --kl-horizon 10000" in capsys.readouterr().err
+    assert cli(_argv(model, out, "--iterations", "2", "--tensorboard", "false", "--resume", "--kl-horizon",
+                     "10000")) == 0
