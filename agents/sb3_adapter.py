@@ -119,7 +119,7 @@ class SB3Agent:
         if isinstance(env, str):
             check_env_id(env)
         self.env_id = env if isinstance(env, str) else None
-        # SB3's make_vec_env asks for render_mode="rgb_array", which textgym envs refuse: no rendering here
+        # SB3's make_vec_env asks for render_mode="rgb_array"; training draws nothing, so no rendering here
         env_kwargs = {"render_mode": None, **(env_kwargs or {})} if isinstance(env, str) else env_kwargs
         self.env = make_vec_env(env, n_envs=cfg.n_envs, seed=cfg.seed, env_kwargs=env_kwargs)
         check_spaces(self.env.observation_space, self.env.action_space)
