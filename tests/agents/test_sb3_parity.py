@@ -235,3 +235,24 @@ def test_learn_end_to_end_matches_sb3(monkeypatch):
     assert ours.optimizer.param_groups[0]["lr"] == pytest.approx(sb3.model.policy.optimizer.param_groups[0]["lr"])
     assert max_param_diff(sb3.model.policy, ours.policy) < 1e-5
     ours.close()
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1"])
+def test_each_librarys_own_start_has_the_same_law(env_id):
+    """What the parity tests cannot see, because they copy SB3's weights: each library's own start. Same layer
+    shapes, orthogonal weights with the same gains (every singular value sqrt 2, 0.01 or 1), zero biases, float32
+    observations, and the same first observation for the same seed (env i reset with seed + i in both)."""
+    cfg = PPOConfig.sb3(n_envs=2, seed=5)
+    ours, sb3 = PPOAgent(env_id, cfg), SB3Agent(env_id, cfg)
+    p, q = ours.policy, sb3.model.policy
+    mine = [*p.pi_net, *p.vf_net, p.action_net, p.value_net]
+    theirs = [*q.mlp_extractor.policy_net, *q.mlp_extractor.value_net, q.action_net, q.value_net]
+    for a, b in zip([m for m in mine if isinstance(m, torch.nn.Linear)],
+                    [m for m in theirs if isinstance(m, torch.nn.Linear)], strict=True):
+        assert a.weight.shape == b.weight.shape
+        sa, sb = torch.linalg.svdvals(a.weight.detach()), torch.linalg.svdvals(b.weight.detach())
+        torch.testing.assert_close(sa, torch.full_like(sa, float(sb[0])))  # orthogonal, SB3's gain
+        torch.testing.assert_close(sb, torch.full_like(sb, float(sb[0])))
+        assert not a.bias.any() and not b.bias.any()
+    assert ours.envs.single_observation_space.dtype == sb3.env.observation_space.dtype == np.float32
+    np.testing.assert_array_equal(ours.envs.reset(seed=cfg.seed)[0], sb3.env.reset())
