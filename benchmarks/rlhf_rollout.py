@@ -35,8 +35,9 @@ from typing import Any
 
 import torch
 
+from agents.device import resolve_device
 from agents.lm.policy import model_inputs
-from agents.lm.rlhf import RLHFConfig, RLHFPPOConfig, RLHFTrainer, pick_device
+from agents.lm.rlhf import RLHFConfig, RLHFPPOConfig, RLHFTrainer
 from agents.lm.rollout import rollout, sample_tokens
 from agents.ppo.core import ppo_update, sequence_gae
 
@@ -188,11 +189,11 @@ def memory_child(args: argparse.Namespace) -> None:
         m = _rss_mib()
         out["rss_before_iteration_mib"], out["peak_rss_setup_mib"] = m["VmRSS"], m["VmHWM"]
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS (Linux >= 4.0)
-        tr.step()
+        tr.run_iteration()
         out["peak_rss_iteration_mib"] = _rss_mib()["VmHWM"]  # the peak while the iteration ran
         out["peak_rss_mib"] = max(out["peak_rss_setup_mib"], out["peak_rss_iteration_mib"])
     else:  # no /proc: the process's peak (ru_maxrss is KiB on Linux, bytes on macOS)
-        tr.step()
+        tr.run_iteration()
         out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin"
                                                                                     else 1024)
     if tr.device.type == "cuda":
@@ -220,7 +221,7 @@ def main() -> int:
     if args.memory_child:
         memory_child(args)
         return 0
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     tr = make_trainer(args)
     res: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",

@@ -9,8 +9,12 @@ completion up to and including EOS). The completion token at column ``P + t`` is
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
+import inspect
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +91,29 @@ def disable_dropout(module: nn.Module) -> None:
                 setattr(cfg, attr, 0.0)
 
 
+def transformer_blocks(trunk: nn.Module) -> tuple[str, nn.ModuleList]:
+    """``(attribute name, blocks)`` of a transformers trunk: its longest ``nn.ModuleList`` (``h``, ``layers``)."""
+    name, blocks = max(((n, m) for n, m in trunk.named_children() if isinstance(m, nn.ModuleList)),
+                       key=lambda x: len(x[1]), default=(None, None))
+    if name is None:
+        raise ValueError(f"cannot find the transformer blocks of {type(trunk).__name__}; train all layers instead")
+    return name, blocks
+
+
+@functools.cache
+def _cache_arg(cls: type) -> str:
+    params = inspect.signature(cls.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def kv_cache_io(trunk: nn.Module, past: Any) -> tuple[dict[str, Any], str]:
+    """The one transformers-version shim: ``({name: past}, name)`` with the KV-cache argument's name of this
+    trunk's ``forward`` (transformers 5 calls it ``cache`` and warns on ``past_key_values``; 4.46, the oldest
+    version pyproject allows, only knows ``past_key_values``). The output holds the cache under the same name."""
+    name = _cache_arg(type(trunk))
+    return {name: past}, name
+
+
 class CausalLMPolicy(nn.Module):
     """A causal LM with a value head, for :func:`agents.ppo.core.ppo_update`.
 
@@ -129,6 +156,7 @@ class CausalLMPolicy(nn.Module):
         nn.init.zeros_(self.value_head.bias)
         self.value_head.to(next(lm.parameters()).dtype)
         self.critic: nn.Module | None = copy.deepcopy(self._trunk(lm)) if separate_critic else None
+        self.trainable_layers: int | None = None  # set by train_only_last_layers
 
     # -- the model's parts --------------------------------------------------------------------------------
     @property
@@ -155,56 +183,173 @@ class CausalLMPolicy(nn.Module):
                              f"logits; make the env with action_size={self.out_size} (the model's output size) "
                              "and the model's own tokenizer")
 
-    # -- forward ------------------------------------------------------------------------------------------
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                past_key_values: Any = None, use_cache: bool = False, logits_from: int = 0,
-                logits_to: int | None = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """``(logits, values, past)`` for the columns ``[logits_from, logits_to)`` of the input.
+    # -- trunk reuse: the frozen bottom blocks run once per iteration (issue 11) ---------------------------
+    @property
+    def frozen_blocks(self) -> int:
+        """How many bottom blocks are frozen (and equal in the reference) when only the last N train
+        (:func:`train_only_last_layers`): the hidden states after them, the *boundary states*, can be computed
+        once per iteration (:meth:`boundary_states`) and every later pass runs only the N blocks on top.
+        0 when every block trains, under LoRA (every block has an adapter) and with N = 0 (nothing to run)."""
+        n = self.trainable_layers
+        if not n:
+            return 0
+        return len(transformer_blocks(self._trunk(self.hf_model))[1]) - n
 
-        ``logits`` are ``(n, k, V)`` float32, already divided by the temperature and with ids >= ``vocab_size``
-        at -inf; ``values`` are ``(n, k)``. ``attention_mask`` covers the cache plus the new columns. With
-        ``use_cache`` the third item is the updated KV cache (else None). A separate critic keeps no cache, so
-        it is only supported without ``use_cache`` (:func:`agents.lm.rollout.rollout` re-runs it at the end).
-        """
-        lm = self.hf_model
-        out = self._trunk(lm)(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                              past_key_values=past_key_values, use_cache=use_cache)
-        hidden = out.last_hidden_state[:, logits_from:logits_to]  # (n, k, d)
-        logits = lm.get_output_embeddings()(hidden).float()  # (n, k, V); a no-op cast in fp32
+    @contextlib.contextmanager
+    def _only_blocks(self, start: int, stop: int | None, inject: torch.Tensor | None = None) -> Iterator[None]:
+        """Inside it, the trunk runs only its blocks ``[start, stop)``, through transformers' own forward
+        (embeddings, attention mask, rotary positions, final norm), block ``start`` reading ``inject`` in place
+        of its input. The embeddings' output is then discarded: a lookup, cheap beside a block. The blocks
+        keep their own attributes; a model that picks a block's mask by its *index* in the list (interleaved
+        sliding-window attention) would need the offset, which SmolLM2, Llama and GPT-2 do not."""
+        trunk = self._trunk(self.hf_model)
+        name, blocks = transformer_blocks(trunk)
+        view = nn.ModuleList(list(blocks)[start:stop])
+        handle = None
+        if inject is not None:
+            def feed(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+                if args:
+                    return (inject, *args[1:]), kwargs
+                return args, {**kwargs, "hidden_states": inject}
+            handle = view[0].register_forward_pre_hook(feed, with_kwargs=True)
+        setattr(trunk, name, view)
+        try:
+            yield
+        finally:
+            setattr(trunk, name, blocks)
+            if handle is not None:
+                handle.remove()
+
+    @torch.no_grad()
+    def boundary_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``(n, L, d)`` hidden states after the :attr:`frozen_blocks` bottom blocks (no grad): pass them as
+        ``boundary`` to :meth:`forward` / :meth:`evaluate` (as ``minibatch["boundary"]``) and only the blocks
+        on top run. The frozen blocks are shared with the reference, so one computation serves both."""
+        K = self.frozen_blocks
+        if K == 0:
+            raise ValueError("boundary_states needs frozen bottom blocks: train_only_last_layers(policy, n) "
+                             "with 0 < n < the number of blocks")
+        trunk = self._trunk(self.hf_model)
+        grabbed: list[torch.Tensor] = []
+        hook = transformer_blocks(trunk)[1][K - 1].register_forward_hook(
+            lambda m, a, out: grabbed.append(out[0] if isinstance(out, tuple) else out))
+        try:
+            with self._only_blocks(0, K):
+                trunk(**model_inputs(input_ids, attention_mask), use_cache=False, **kv_cache_io(trunk, None)[0])
+        finally:
+            hook.remove()
+        return grabbed[-1]  # (n, L, d)
+
+    # -- the reference: frozen copies of what trains, run through this forward -----------------------------
+    def reference_parts(self) -> dict[str, nn.Module]:
+        """Frozen copies of the LM's modules that train, by path in :attr:`hf_model` (``""`` is the whole LM).
+
+        With :func:`train_only_last_layers` these are the N top blocks and the final norm: the reference
+        shares every frozen module (embeddings, bottom blocks, output layer) with the policy and holds only
+        N blocks and a norm. Full fine-tuning copies the whole LM; N = 0 copies nothing (the LM is frozen).
+        Run the reference with ``with policy.swapped(parts): ...`` so that its log-probs come from the same
+        :meth:`forward` as the policy's (temperature, vocabulary mask, trunk reuse)."""
+        paths = _trainable_paths(self.hf_model)
+        return {p: copy.deepcopy(self.hf_model.get_submodule(p)).requires_grad_(False) for p in paths}
+
+    @contextlib.contextmanager
+    def swapped(self, parts: dict[str, nn.Module]) -> Iterator[None]:
+        """Inside it, the LM's modules at the paths of ``parts`` are ``parts``' modules (the reference)."""
+        if "" in parts:  # the whole LM (full fine-tuning)
+            if hasattr(self.model, "get_base_model"):
+                raise ValueError("swapping the whole LM of a peft model: use its disable_adapter() instead")
+            old, self.model = self.model, parts[""]
+            try:
+                yield
+            finally:
+                self.model = old
+            return
+        lm, undo = self.hf_model, []
+        try:
+            for path, module in parts.items():
+                parent_path, _, attr = path.rpartition(".")
+                parent = lm.get_submodule(parent_path)
+                undo.append((parent, attr, getattr(parent, attr)))
+                setattr(parent, attr, module)
+            yield
+        finally:
+            for parent, attr, module in reversed(undo):
+                setattr(parent, attr, module)
+
+    # -- forward ------------------------------------------------------------------------------------------
+    def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``(n, k, V)`` float32 logits of hidden states ``(n, k, d)``, divided by the temperature, with ids
+        >= ``vocab_size`` at -inf: the one place that turns the trunk's output into the policy's distribution
+        (the reference's log-probs go through it too)."""
+        logits = self.hf_model.get_output_embeddings()(hidden).float()  # (n, k, V); a no-op cast in fp32
         if self.temperature != 1.0:
             logits = logits.div_(self.temperature)  # in place: no second (n, k, V) copy (autograd-safe after a linear)
         if self.vocab_size < self.out_size:
             logits[..., self.vocab_size:] = float("-inf")  # padded ids: never sampled
+        return logits
+
+    def _values(self, hidden: torch.Tensor) -> torch.Tensor:
+        # fp32 even under bf16 autocast (the value loss is a small difference of values): a (d, 1) matmul
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()  # (n, k)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                past_key_values: Any = None, use_cache: bool = False, logits_from: int = 0,
+                logits_to: int | None = None, boundary: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """``(logits, values, past)`` for the columns ``[logits_from, logits_to)`` of the input.
+
+        ``logits`` are :meth:`head_logits`; ``values`` are ``(n, k)``. ``attention_mask`` covers the cache plus
+        the new columns. With ``use_cache`` the third item is the updated KV cache (else None). ``boundary``
+        (from :meth:`boundary_states`, over the same ``input_ids``) runs only the blocks above the frozen ones.
+        A separate critic keeps no cache, so it is only supported without ``use_cache``
+        (:func:`agents.lm.rollout.rollout` re-runs it at the end).
+        """
+        trunk = self._trunk(self.hf_model)
+        cache_kw, cache_name = kv_cache_io(trunk, past_key_values)
+        if boundary is not None and use_cache:
+            raise ValueError("boundary states and use_cache do not go together (a rollout runs every block)")
+        reuse = self._only_blocks(self.frozen_blocks, None, inject=boundary) if boundary is not None else \
+            contextlib.nullcontext()
+        with reuse:
+            out = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                        use_cache=use_cache, **cache_kw)
+        hidden = out.last_hidden_state[:, logits_from:logits_to]  # (n, k, d)
+        logits = self.head_logits(hidden)  # (n, k, V)
+        past = getattr(out, cache_name) if use_cache else None
         if self.critic is not None:
             if use_cache:
-                values = torch.zeros(logits.shape[:2], device=logits.device)  # filled after the rollout
-                return logits, values, out.past_key_values
-            c = self.critic(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+                return logits, torch.zeros(logits.shape[:2], device=logits.device), past  # filled after the rollout
+            c = self.critic(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            use_cache=False, **kv_cache_io(self.critic, None)[0])
             hidden = c.last_hidden_state[:, logits_from:logits_to]
-        values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()  # (n, k)
-        return logits, values, out.past_key_values if use_cache else None
+        return logits, self._values(hidden), past
 
     def evaluate(self, minibatch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(logprob, entropy, value)`` of ``minibatch["actions"]``, each ``(n, T)``, from one forward pass over
-        ``input_ids`` ``(n, P + T)`` (left-padded prompts, right-padded completions) and ``attention_mask``."""
+        ``input_ids`` ``(n, P + T)`` (left-padded prompts, right-padded completions) and ``attention_mask``;
+        ``minibatch["boundary"]`` (optional, :meth:`boundary_states`) runs only the trainable top blocks."""
         actions = minibatch["actions"]  # (n, T)
         T = actions.shape[1]
         ids, mask = minibatch["input_ids"], minibatch["attention_mask"]
         P = ids.shape[1] - T
         if P < 1:
             raise ValueError(f"input_ids has {ids.shape[1]} columns, fewer than the {T} actions + 1 prompt token")
-        logits, values, _ = self(**model_inputs(ids, mask), logits_from=P - 1, logits_to=P - 1 + T)  # (n, T, V)
-        logp_all = torch.log_softmax(logits, dim=-1)  # (n, T, V)
+        logits, values, _ = self(**model_inputs(ids, mask), logits_from=P - 1, logits_to=P - 1 + T,
+                                 boundary=minibatch.get("boundary"))  # (n, T, V)
+        logp_all = torch.log_softmax(logits, dim=-1)  # (n, T, V), float32
         logprob = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)  # (n, T)
         p_all = logp_all.exp()
         entropy = -(p_all * logp_all.masked_fill(torch.isinf(logp_all), 0.0)).sum(-1)  # (n, T); 0*-inf -> 0
         return logprob, entropy, values
 
     @torch.no_grad()
-    def sequence_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, T: int) -> torch.Tensor:
+    def sequence_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, T: int,
+                          boundary: torch.Tensor | None = None) -> torch.Tensor:
         """Log-probs ``(n, T)`` of the last ``T`` columns of ``input_ids`` (the completions)."""
         P = input_ids.shape[1] - T
-        logits, _, _ = self(**model_inputs(input_ids, attention_mask), logits_from=P - 1, logits_to=P - 1 + T)
+        logits, _, _ = self(**model_inputs(input_ids, attention_mask), logits_from=P - 1, logits_to=P - 1 + T,
+                            boundary=boundary)
         return torch.log_softmax(logits, -1).gather(-1, input_ids[:, P:].long().unsqueeze(-1)).squeeze(-1)
 
     def save_pretrained(self, folder: str | Path, tokenizer: Any = None) -> Path:
@@ -239,14 +384,11 @@ def apply_lora(policy: CausalLMPolicy, r: int = 16, alpha: int = 32, dropout: fl
 def train_only_last_layers(policy: CausalLMPolicy, n: int) -> CausalLMPolicy:
     """Freeze the LM except its last ``n`` transformer blocks and the final norm (the value head and a separate
     critic still train). Embeddings and the (often tied) output layer stay frozen. The backward pass then stops
-    at block ``L - n``, which makes PPO affordable on a CPU (a cheap form of the partial fine-tuning in
-    Ziegler et al. 2019's ablations); ``n=0`` trains the value head only."""
+    at block ``L - n``, and the blocks below are shared with the reference and run once per iteration
+    (:attr:`CausalLMPolicy.frozen_blocks`), which makes PPO affordable on a CPU (a cheap form of the partial
+    fine-tuning in Ziegler et al. 2019's ablations); ``n=0`` trains the value head only."""
     trunk = policy._trunk(policy.hf_model)
-    blocks = max(((name, m) for name, m in trunk.named_children() if isinstance(m, nn.ModuleList)),
-                 key=lambda x: len(x[1]), default=(None, None))
-    if blocks[0] is None:
-        raise ValueError(f"cannot find the transformer blocks of {type(trunk).__name__}; train all layers instead")
-    name, layers = blocks
+    name, layers = transformer_blocks(trunk)
     if not 0 <= n <= len(layers):
         raise ValueError(f"trainable_layers must be in [0, {len(layers)}] for this model, got {n}")
     policy.model.requires_grad_(False)
@@ -257,4 +399,18 @@ def train_only_last_layers(policy: CausalLMPolicy, n: int) -> CausalLMPolicy:
             if child_name != name and not isinstance(child, nn.Embedding) and \
                     not any(isinstance(m, nn.Embedding) for m in child.modules()):
                 child.requires_grad_(True)  # the final norm (ln_f / norm)
+    policy.trainable_layers = n
     return policy
+
+
+def _trainable_paths(module: nn.Module, prefix: str = "") -> list[str]:
+    """The fewest submodule paths whose modules hold every parameter that requires grad, each module trainable
+    throughout (its own parameters all require grad)."""
+    params = list(module.parameters())
+    if params and all(p.requires_grad for p in params):
+        return [prefix]
+    if any(p.requires_grad for p in module.parameters(recurse=False)):
+        raise ValueError(f"module {prefix or type(module).__name__!r} is only partly trainable; cannot copy it "
+                         "as a reference part")
+    return [path for name, child in module.named_children()
+            for path in _trainable_paths(child, f"{prefix}.{name}" if prefix else name)]

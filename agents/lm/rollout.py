@@ -12,7 +12,7 @@ Layout of the result (see :mod:`agents.lm.policy`): prompts left-padded to ``P``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,10 @@ class Rollout:
     @property
     def lengths(self) -> torch.Tensor:
         return self.completion_mask.sum(-1)  # (N,)
+
+    def rows(self, index: slice) -> Rollout:
+        """The rollout of rows ``index`` (tensors sliced, views; texts and infos too)."""
+        return Rollout(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
 
 def sample_tokens(logits: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator] | None = None

@@ -104,12 +104,12 @@ def tiny_cfg(**kw) -> RLHFConfig:
 
 def test_one_iteration_starts_at_zero_kl_and_ratio_one():
     tr = RLHFTrainer(tiny_cfg(), model=make_tiny_gpt2(vocab_size=5))
-    m = tr.step()
-    assert abs(m["kl"]) < 1e-5  # the policy is the reference before the first update
+    m = tr.run_iteration()
+    assert abs(m["rlhf/kl_ref"]) < 1e-5  # the policy is the reference before the first update
     assert m["train/n_updates"] == 4  # 2 epochs x (8 rows / 4)
     assert all(math.isfinite(v) for k, v in m.items() if k != "train/explained_variance")
-    m2 = tr.step()
-    assert m2["kl"] != 0.0 and tr.iteration == 2
+    m2 = tr.run_iteration()
+    assert m2["rlhf/kl_ref"] != 0.0 and tr.iteration == 2
 
 
 def test_lora_reference_is_the_base_with_the_adapter_off():
@@ -117,9 +117,9 @@ def test_lora_reference_is_the_base_with_the_adapter_off():
     tr = RLHFTrainer(tiny_cfg(lora=True, lr=1e-2), model=make_tiny_gpt2(vocab_size=5))
     trainable = [n for n, p in tr.policy.named_parameters() if p.requires_grad]
     assert trainable and all("lora" in n or "value_head" in n for n in trainable)
-    assert tr.ref_model is None
-    tr.step()
-    tr.step()
+    assert tr.ref_parts is None
+    tr.run_iteration()
+    tr.run_iteration()
     r = tr.collect(seed=0)
     ref = tr.ref_logprobs(r)
     base = RLHFTrainer(tiny_cfg(), model=make_tiny_gpt2(vocab_size=5))  # same seed: same base weights
@@ -132,7 +132,7 @@ def _learn(iterations: int) -> list[float]:
                      num_envs=32, max_new_tokens=6, lr=3e-3, kl_coef=0.01, progress=False, tensorboard=False,
                      ppo=RLHFPPOConfig(n_epochs=4, minibatch_size=16, micro_batch_size=16))
     tr = RLHFTrainer(cfg, model=make_tiny_gpt2(vocab_size=6))
-    return [tr.step()["reward_mean"] for _ in range(iterations)]
+    return [tr.run_iteration()["rollout/ep_rew_mean"] for _ in range(iterations)]
 
 
 def test_rlhf_learns_the_target_task_ci():

@@ -45,7 +45,7 @@ def test_train_resume_export(tiny_dir, tmp_path):
         assert (out / name).exists(), name
     r = rows(out / "metrics.csv")
     assert [row["step"] for row in r] == ["1", "2"]
-    assert all(row["reward_mean"] and row["kl"] for row in r)
+    assert all(row["rollout/ep_rew_mean"] and row["rlhf/kl_ref"] for row in r)
     assert "| prompt | before |" in (out / "samples.md").read_text()
     assert load_checkpoint(find_checkpoint(out))["iteration"] == 2
 
@@ -101,7 +101,7 @@ def test_missing_model_and_vocab_mismatch(tiny_dir, tmp_path, capsys):
     assert "nowhere" in err and "not reachable offline" in err
     bad = ["--tokenizer", "byte"]  # 257 ids, the model outputs 5
     assert cli(argv(tiny_dir, tmp_path / "b", 1, *bad)) == 2
-    assert "257 tokens" in capsys.readouterr().err
+    assert "257 ids" in capsys.readouterr().err
 
 
 def test_config_json_records_the_flags(tiny_dir, tmp_path):
