@@ -147,3 +147,22 @@ def test_train_against_a_reward_model_from_the_cli(tiny_dir, tmp_path, capsys):
     assert "write 'reward-model:PATH' or {\"name\": \"reward-model\", \"path\": \"PATH\"}" in capsys.readouterr().err
     assert cli(argv(tiny_dir, tmp_path / "y", 1, "--scorer", f"reward-model:{tmp_path / 'nothing'}")) == 2
     assert "not a textgym reward model folder" in capsys.readouterr().err
+
+
+def test_resume_with_trunk_reuse_continues_the_run_exactly(tmp_path):
+    """--trainable-layers 1 (trunk reuse, a reference of one block): 2 iterations + resume to 3 give the same
+    third iteration as 3 straight ones (checkpointed weights, optimizer and RNG states; the reference is rebuilt
+    from the model)."""
+    model = tmp_path / "tiny3"
+    from tests.agents.lm.test_lm_policy import tiny_llama
+
+    tiny_llama(layers=3, vocab_size=5).save_pretrained(model)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert cli(argv(model, straight, 3, "--trainable-layers", "1")) == 0
+    assert cli(argv(model, resumed, 2, "--trainable-layers", "1")) == 0
+    assert cli(argv(model, resumed, 3, "--trainable-layers", "1", "--resume")) == 0
+    a, b = rows(straight / "metrics.csv")[-1], rows(resumed / "metrics.csv")[-1]
+    assert a["step"] == b["step"] == "3"
+    for k in ("rollout/ep_rew_mean", "rlhf/kl_ref", "train/loss", "train/value_loss", "train/approx_kl"):
+        assert float(a[k]) == pytest.approx(float(b[k]), rel=1e-5, abs=1e-7), k
+    assert float(a["rlhf/kl_ref"]) != 0.0
