@@ -488,14 +488,17 @@ class RLHFTrainer:
     @torch.no_grad()
     def full_forward(self, r: Rollout) -> dict[str, torch.Tensor]:
         """One pass over the finished sequences, in micro-batches of rows: ``boundary`` (trunk reuse: the frozen
-        blocks' output, reused by every PPO pass), ``ref_logprobs``, and, with recomputation on, the policy's
-        ``logprobs`` and ``values`` from the update's own path (else the rollout's)."""
+        blocks' output, reused by every PPO pass; the rollout's own, decoded, when it kept it, else computed
+        here), ``ref_logprobs``, and, with recomputation on, the policy's ``logprobs`` and ``values`` from the
+        update's own path (else the rollout's). With trunk reuse all of it runs only the top blocks."""
         n, step = r.completion_ids.shape[0], self.cfg.ppo.micro_batch_size or self.local_minibatch_size
         parts: dict[str, list[torch.Tensor]] = {"boundary": [], "ref_logprobs": [], "logprobs": [], "values": []}
         for s in range(0, n, step):
             rows = r.rows(slice(s, s + step))
             with self._maybe_autocast():
-                b = self.policy.boundary_states(rows.input_ids, rows.attention_mask) if self.reuse_trunk else None
+                b = rows.boundary
+                if b is None and self.reuse_trunk:
+                    b = self.policy.boundary_states(rows.input_ids, rows.attention_mask)
                 if self.recompute:
                     lp, _, v = self.policy.evaluate({"actions": rows.completion_ids, "input_ids": rows.input_ids,
                                                      "attention_mask": rows.attention_mask, "boundary": b})
@@ -516,18 +519,19 @@ class RLHFTrainer:
         return list(range(self.dist.rank * n, (self.dist.rank + 1) * n))
 
     def collect(self, seed: int | list[int] | None = None, greedy: bool = False, prompts: list[Any] | None = None,
-                row_seeds: list[int] | None = None) -> Rollout:
+                row_seeds: list[int] | None = None, keep_boundary: bool = False) -> Rollout:
         """Roll out this process's envs. ``seed``: the env reset seed (an int seeds env i with ``seed + i``, a list
         one seed per env); ``row_seeds``: one token-sampling seed per env (row i's tokens from its own CPU
         generator, see :func:`agents.lm.rollout.sample_tokens`), else the tokens come from
-        ``self.sample_generator``."""
+        ``self.sample_generator``. ``keep_boundary``: keep the frozen blocks' output as it is decoded
+        (:attr:`Rollout.boundary`)."""
         self.policy.eval()
         generator: Any = self.sample_generator
         if row_seeds is not None and not greedy:
             generator = [torch.Generator().manual_seed(s) for s in row_seeds]
         with self._maybe_autocast():
             return rollout(self.policy, self.env, prompts=prompts, seed=seed, greedy=greedy,  # type: ignore[arg-type]
-                           generator=generator)
+                           generator=generator, keep_boundary=keep_boundary)
 
     def run_iteration(self) -> dict[str, float]:
         """One RLHF iteration (rollout, forward, rewards, GAE, PPO update, KL controller); returns the metrics
@@ -537,8 +541,8 @@ class RLHFTrainer:
         t0 = time.perf_counter()
         envs = self.env_indices
         base = cfg.seed * 1_000_003 + self.iteration * cfg.num_envs  # global env g resets with base + g
-        r = self.collect(seed=[base + g for g in envs], row_seeds=[sampling_seed(cfg.seed, self.iteration, g)
-                                                                    for g in envs])
+        r = self.collect(seed=[base + g for g in envs], keep_boundary=self.reuse_trunk,
+                         row_seeds=[sampling_seed(cfg.seed, self.iteration, g) for g in envs])
         t1 = time.perf_counter()
         fw = self.full_forward(r)
         mask = r.completion_mask.float()  # (N, T)

@@ -139,3 +139,26 @@ def test_sample_tokens_per_row_generators_make_rows_independent():
     assert together.tolist() == alone
     with pytest.raises(ValueError, match="2 generators for 6 rows"):
         sample_tokens(logits, [torch.Generator(), torch.Generator()])
+
+
+@pytest.mark.parametrize("make_model", [make_tiny_gpt2, make_tiny_llama], ids=["gpt2", "llama"])
+def test_kept_boundary_gives_the_full_forward(make_model):
+    """The frozen blocks' output kept while decoding (keep_boundary) serves the update as well as one computed
+    over the finished sequences: the same log-probs and values on every real completion token, the same states
+    wherever something reads them (each row's last token predicts nothing)."""
+    from agents.lm.policy import train_only_last_layers
+
+    pol = train_only_last_layers(CausalLMPolicy(make_model(vocab_size=5), value_head_init="normal"), 1)
+    r = rollout(pol, char_env(), prompts=PROMPTS, generator=torch.Generator().manual_seed(1), keep_boundary=True)
+    assert r.boundary is not None and r.boundary.shape[:2] == r.input_ids.shape
+    mb = {"actions": r.completion_ids, "input_ids": r.input_ids, "attention_mask": r.attention_mask}
+    lp, _, v = pol.evaluate(mb)
+    lp_kept, _, v_kept = pol.evaluate({**mb, "boundary": r.boundary})
+    m = r.completion_mask.bool()
+    torch.testing.assert_close(lp_kept[m], lp[m], atol=1e-5, rtol=0)
+    torch.testing.assert_close(v_kept[m], v[m], atol=1e-5, rtol=0)
+    computed = pol.boundary_states(r.input_ids, r.attention_mask)
+    real = r.attention_mask.bool()
+    P = r.prompt_ids.shape[1]
+    real[torch.arange(len(real)), P + r.lengths - 1] = False  # a row's last token is fed as padding, if at all
+    torch.testing.assert_close(r.boundary[real], computed[real], atol=1e-5, rtol=0)
