@@ -91,6 +91,37 @@ def disable_dropout(module: nn.Module) -> None:
                 setattr(cfg, attr, 0.0)
 
 
+def check_truncation(top_k: int, top_p: float) -> None:
+    """Raise ``ValueError`` for a top-k below 0 or a top-p outside (0, 1]."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"top_k must be an int >= 0 (0: no top-k), got {top_k!r}")
+    if not 0.0 < float(top_p) <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1] (1: no nucleus truncation), got {top_p!r}")
+
+
+@torch.no_grad()
+def _truncation_mask(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    remove = torch.zeros_like(logits, dtype=torch.bool)
+    if top_k and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]  # (..., 1)
+        remove |= logits < kth  # ties with the k-th logit stay (transformers' TopKLogitsWarper too)
+    if top_p < 1.0:
+        # transformers' TopPLogitsWarper: drop the least likely tokens whose total mass is <= 1 - top_p,
+        # never the most likely one
+        ordered, order = logits.masked_fill(remove, float("-inf")).sort(dim=-1)  # ascending
+        drop = ordered.softmax(-1).cumsum(-1) <= 1 - top_p
+        drop[..., -1] = False
+        remove |= drop.scatter(-1, order, drop)
+    return remove
+
+
+def truncate_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """``logits`` with every token outside the ``top_k`` most likely and outside the nucleus of mass ``top_p``
+    at -inf (after the temperature): their softmax is the truncated, renormalised distribution. The kept set is
+    chosen without gradient; the kept logits keep theirs."""
+    return logits.masked_fill(_truncation_mask(logits, top_k, top_p), float("-inf"))
+
+
 def transformer_blocks(trunk: nn.Module) -> tuple[str, nn.ModuleList]:
     """``(attribute name, blocks)`` of a transformers trunk: its longest ``nn.ModuleList`` (``h``, ``layers``)."""
     name, blocks = max(((n, m) for n, m in trunk.named_children() if isinstance(m, nn.ModuleList)),
@@ -123,6 +154,12 @@ class CausalLMPolicy(nn.Module):
       set to -inf, so they are never sampled and carry no probability.
     - ``temperature``: divides the logits both when sampling and in :meth:`evaluate` (Huang et al. 2024,
       detail "temperature": log-probs of the sampling distribution, else the PPO ratio is off from step one).
+    - ``top_k`` (0: off) and ``top_p`` (1: off): truncation after the temperature (:func:`truncate_logits`).
+      Sampling, the rollout's log-probs and :meth:`evaluate`'s all use the truncated, renormalised distribution,
+      the one the tokens were drawn from; the update renormalises over the *support kept at sampling time*
+      (``minibatch["support"]``, :attr:`agents.lm.rollout.Rollout.support`), so a sampled token never falls
+      outside it as the policy moves (its log-prob would be -inf). The reference's log-probs are not truncated
+      (``truncate=False``): truncated, it would give probability 0 to tokens the policy samples, an infinite KL.
     - ``separate_critic``: the value reads a second copy of the trunk instead of sharing it.
     - ``value_head_init``: ``"zeros"`` (every value starts at 0, so early advantages are the returns rather than
       value-head noise) or ``"normal"`` (std ``1/sqrt(d+1)``, the head init of OpenAI's lm-human-preferences,
@@ -130,11 +167,13 @@ class CausalLMPolicy(nn.Module):
     """
 
     def __init__(self, model: Any = None, *, vocab_size: int | None = None, temperature: float = 1.0,
-                 separate_critic: bool = False, value_head_init: str = "zeros", dtype: torch.dtype | None = None,
-                 ) -> None:
+                 top_k: int = 0, top_p: float = 1.0, separate_critic: bool = False, value_head_init: str = "zeros",
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_truncation(top_k, top_p)
+        self.top_k, self.top_p = int(top_k), float(top_p)
         if value_head_init not in ("normal", "zeros"):
             raise ValueError(f"value_head_init must be 'normal' or 'zeros', got {value_head_init!r}")
         self.model = load_causal_lm(model, dtype)
@@ -277,16 +316,28 @@ class CausalLMPolicy(nn.Module):
                 setattr(parent, attr, module)
 
     # -- forward ------------------------------------------------------------------------------------------
-    def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+    def head_logits(self, hidden: torch.Tensor, truncate: bool = True, support: torch.Tensor | None = None
+                    ) -> torch.Tensor:
         """``(n, k, V)`` float32 logits of hidden states ``(n, k, d)``, divided by the temperature, with ids
-        >= ``vocab_size`` at -inf: the one place that turns the trunk's output into the policy's distribution
-        (the reference's log-probs go through it too)."""
+        >= ``vocab_size`` at -inf, and (``truncate``) outside ``top_k`` / ``top_p`` at -inf, or outside
+        ``support`` ``(n, k, V)`` bool when given (the set kept when the tokens were sampled): the one place
+        that turns the trunk's output into the policy's distribution (the reference's log-probs go through it
+        too)."""
         logits = self.hf_model.get_output_embeddings()(hidden).float()  # (n, k, V); a no-op cast in fp32
         if self.temperature != 1.0:
             logits = logits.div_(self.temperature)  # in place: no second (n, k, V) copy (autograd-safe after a linear)
         if self.vocab_size < self.out_size:
             logits[..., self.vocab_size:] = float("-inf")  # padded ids: never sampled
+        if truncate and support is not None:
+            logits = logits.masked_fill(~support, float("-inf"))
+        elif truncate and self.truncates:
+            logits = truncate_logits(logits, self.top_k, self.top_p)
         return logits
+
+    @property
+    def truncates(self) -> bool:
+        """Whether sampling is truncated (top-k or top-p on)."""
+        return bool(self.top_k) or self.top_p < 1.0
 
     def _values(self, hidden: torch.Tensor) -> torch.Tensor:
         # fp32 even under bf16 autocast (the value loss is a small difference of values): a (d, 1) matmul
@@ -295,15 +346,15 @@ class CausalLMPolicy(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                 past_key_values: Any = None, use_cache: bool = False, logits_from: int = 0,
-                logits_to: int | None = None, boundary: torch.Tensor | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+                logits_to: int | None = None, boundary: torch.Tensor | None = None, truncate: bool = True,
+                support: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """``(logits, values, past)`` for the columns ``[logits_from, logits_to)`` of the input.
 
-        ``logits`` are :meth:`head_logits`; ``values`` are ``(n, k)``. ``attention_mask`` covers the cache plus
-        the new columns. With ``use_cache`` the third item is the updated KV cache (else None). ``boundary``
-        (from :meth:`boundary_states`, over the same ``input_ids``) runs only the blocks above the frozen ones.
-        A separate critic keeps no cache, so it is only supported without ``use_cache``
-        (:func:`agents.lm.rollout.rollout` re-runs it at the end).
+        ``logits`` are :meth:`head_logits` (``truncate``, ``support``: top-k / top-p); ``values`` are ``(n, k)``.
+        ``attention_mask`` covers the cache plus the new columns. With ``use_cache`` the third item is the
+        updated KV cache (else None). ``boundary`` (from :meth:`boundary_states`, over the same ``input_ids``)
+        runs only the blocks above the frozen ones. A separate critic keeps no cache, so it is only supported
+        without ``use_cache`` (:func:`agents.lm.rollout.rollout` re-runs it at the end).
         """
         trunk = self._trunk(self.hf_model)
         cache_kw, cache_name = kv_cache_io(trunk, past_key_values)
@@ -315,7 +366,7 @@ class CausalLMPolicy(nn.Module):
             out = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                         use_cache=use_cache, **cache_kw)
         hidden = out.last_hidden_state[:, logits_from:logits_to]  # (n, k, d)
-        logits = self.head_logits(hidden)  # (n, k, V)
+        logits = self.head_logits(hidden, truncate, support)  # (n, k, V)
         past = getattr(out, cache_name) if use_cache else None
         if self.critic is not None:
             if use_cache:
@@ -328,7 +379,8 @@ class CausalLMPolicy(nn.Module):
     def evaluate(self, minibatch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(logprob, entropy, value)`` of ``minibatch["actions"]``, each ``(n, T)``, from one forward pass over
         ``input_ids`` ``(n, P + T)`` (left-padded prompts, right-padded completions) and ``attention_mask``;
-        ``minibatch["boundary"]`` (optional, :meth:`boundary_states`) runs only the trainable top blocks."""
+        ``minibatch["boundary"]`` (optional, :meth:`boundary_states`) runs only the trainable top blocks;
+        ``minibatch["support"]`` (optional, ``(n, T, V)`` bool) is the truncated sampling's kept set."""
         actions = minibatch["actions"]  # (n, T)
         T = actions.shape[1]
         ids, mask = minibatch["input_ids"], minibatch["attention_mask"]
@@ -336,7 +388,7 @@ class CausalLMPolicy(nn.Module):
         if P < 1:
             raise ValueError(f"input_ids has {ids.shape[1]} columns, fewer than the {T} actions + 1 prompt token")
         logits, values, _ = self(**model_inputs(ids, mask), logits_from=P - 1, logits_to=P - 1 + T,
-                                 boundary=minibatch.get("boundary"))  # (n, T, V)
+                                 boundary=minibatch.get("boundary"), support=minibatch.get("support"))  # (n, T, V)
         logp_all = torch.log_softmax(logits, dim=-1)  # (n, T, V), float32
         logprob = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)  # (n, T)
         p_all = logp_all.exp()
@@ -345,11 +397,11 @@ class CausalLMPolicy(nn.Module):
 
     @torch.no_grad()
     def sequence_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, T: int,
-                          boundary: torch.Tensor | None = None) -> torch.Tensor:
+                          boundary: torch.Tensor | None = None, truncate: bool = True) -> torch.Tensor:
         """Log-probs ``(n, T)`` of the last ``T`` columns of ``input_ids`` (the completions)."""
         P = input_ids.shape[1] - T
         logits, _, _ = self(**model_inputs(input_ids, attention_mask), logits_from=P - 1, logits_to=P - 1 + T,
-                            boundary=boundary)
+                            boundary=boundary, truncate=truncate)
         return torch.log_softmax(logits, -1).gather(-1, input_ids[:, P:].long().unsqueeze(-1)).squeeze(-1)
 
     def save_pretrained(self, folder: str | Path, tokenizer: Any = None) -> Path:

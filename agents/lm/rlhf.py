@@ -100,6 +100,13 @@ class RLHFConfig:
     """completion budget in tokens (None: the task's)"""
     temperature: float = 1.0
     """sampling temperature, also applied to the log-probs PPO trains on (Huang et al. 2024)"""
+    top_k: int = 0
+    """sample from the k most likely tokens only (0: off); the rollout's and the update's log-probs are those of the
+    truncated, renormalised distribution, the KL is to the untruncated reference (see docs/rlhf.md)"""
+    top_p: float = 1.0
+    """nucleus sampling: the most likely tokens of total probability >= top_p (1: off), as top_k"""
+    stop_strings: list[str] | None = None
+    """strings that end a completion, e.g. --stop-strings . ! ? (None: the task's)"""
     lr: float = 3e-6
     """Adam learning rate (LoRA usually wants ~1e-4)"""
     adam_eps: float = 1e-5
@@ -198,6 +205,8 @@ def validate(cfg: RLHFConfig) -> None:
         (cfg.max_new_tokens is None or cfg.max_new_tokens >= 1,
          f"max_new_tokens must be >= 1, got {cfg.max_new_tokens}"),
         (cfg.temperature > 0, f"temperature must be > 0, got {cfg.temperature}"),
+        (isinstance(cfg.top_k, int) and cfg.top_k >= 0, f"top_k must be an int >= 0 (0: off), got {cfg.top_k!r}"),
+        (0 < cfg.top_p <= 1, f"top_p must be in (0, 1] (1: off), got {cfg.top_p!r}"),
         (cfg.lr > 0, f"lr must be > 0, got {cfg.lr}"),
         (cfg.kl_coef >= 0, f"kl_coef must be >= 0, got {cfg.kl_coef}"),
         (cfg.kl_estimator in ("k1", "k3"), f"kl_estimator must be 'k1' or 'k3', got {cfg.kl_estimator!r}"),
@@ -408,7 +417,8 @@ class RLHFTrainer:
         self.device = self.dist.device if self.dist.distributed else resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)  # before the model loads: fail fast
         self.policy = CausalLMPolicy(model if model is not None else cfg.model, temperature=cfg.temperature,
-                                     separate_critic=cfg.separate_critic, value_head_init=cfg.value_head_init)
+                                     top_k=cfg.top_k, top_p=cfg.top_p, separate_critic=cfg.separate_critic,
+                                     value_head_init=cfg.value_head_init)
         self.env = env if env is not None else self.make_env()
         base = self.env.env
         self.policy.vocab_size = int(base.vocab_size)
@@ -446,8 +456,8 @@ class RLHFTrainer:
         from textgym.envs.vector import BatchedTextGenEnv
 
         cfg = self.cfg
-        overrides: dict[str, Any] = {k: getattr(cfg, k) for k in ("prompts", "scorer", "max_new_tokens")
-                                     if getattr(cfg, k) is not None}
+        overrides: dict[str, Any] = {k: getattr(cfg, k) for k in ("prompts", "scorer", "max_new_tokens",
+                                                                  "stop_strings") if getattr(cfg, k) is not None}
         if cfg.tokenizer is not None:
             overrides["tokenizer"] = cfg.tokenizer
         elif cfg.model not in (None, "default"):
@@ -478,12 +488,14 @@ class RLHFTrainer:
     @torch.no_grad()
     def ref_logprobs(self, r: Rollout, boundary: torch.Tensor | None = None) -> torch.Tensor:
         """Log-probs ``(N, T)`` of the rollout's completions under the frozen reference, through the policy's
-        own forward (same temperature and vocabulary mask); ``boundary``: trunk reuse (the frozen blocks'
-        output, shared by policy and reference)."""
+        own forward (same temperature and vocabulary mask; no top-k / top-p: the KL is that of the sampling
+        distribution to the whole reference distribution, finite where the policy samples); ``boundary``: trunk
+        reuse (the frozen blocks' output, shared by policy and reference)."""
         T = r.completion_ids.shape[1]
         with (self.policy.model.disable_adapter() if self.ref_parts is None else  # LoRA: the base weights
               self.policy.swapped(self.ref_parts)), self._maybe_autocast():
-            return self.policy.sequence_logprobs(r.input_ids, r.attention_mask, T, boundary) * r.completion_mask
+            lp = self.policy.sequence_logprobs(r.input_ids, r.attention_mask, T, boundary, truncate=False)
+        return lp * r.completion_mask
 
     @torch.no_grad()
     def full_forward(self, r: Rollout) -> dict[str, torch.Tensor]:
@@ -501,7 +513,8 @@ class RLHFTrainer:
                     b = self.policy.boundary_states(rows.input_ids, rows.attention_mask)
                 if self.recompute:
                     lp, _, v = self.policy.evaluate({"actions": rows.completion_ids, "input_ids": rows.input_ids,
-                                                     "attention_mask": rows.attention_mask, "boundary": b})
+                                                     "attention_mask": rows.attention_mask, "boundary": b,
+                                                     "support": rows.support})
                     parts["logprobs"].append(lp * rows.completion_mask)
                     parts["values"].append(v * rows.completion_mask)
             parts["ref_logprobs"].append(self.ref_logprobs(rows, b))
@@ -556,6 +569,8 @@ class RLHFTrainer:
                  "returns": returns, "mask": mask, "input_ids": r.input_ids, "attention_mask": r.attention_mask}
         if "boundary" in fw:
             batch["boundary"] = fw["boundary"]  # (N, P + T, d): every PPO pass runs only the top blocks
+        if r.support is not None:
+            batch["support"] = r.support  # (N, T, V): top-k / top-p renormalise over the set kept when sampling
         t2 = time.perf_counter()
         self.policy.train()
         ppo_cfg = dataclasses.replace(cfg.ppo, minibatch_size=self.local_minibatch_size)  # this process's share

@@ -39,6 +39,7 @@ class Rollout:
     completions: list[str] = field(default_factory=list)
     infos: list[dict[str, Any]] = field(default_factory=list)  # the final info of each episode
     boundary: torch.Tensor | None = None  # (N, P + T, d) output of the frozen blocks (rollout(keep_boundary=True))
+    support: torch.Tensor | None = None  # (N, T, V) bool: the tokens top-k / top-p kept at each sampled step
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -125,6 +126,8 @@ def rollout(policy: CausalLMPolicy, env: Any, *, prompts: list[Any] | None = Non
     buf = {"actions": torch.full((N, T_max), pad, dtype=torch.long, device=device),
            "completion_mask": torch.zeros((N, T_max), dtype=torch.long, device=device),
            **{k: torch.zeros((N, T_max), device=device) for k in ("logprobs", "values", "env_rewards")}}
+    if policy.truncates and not greedy:  # the kept set of each step, for the update's renormalisation
+        buf["support"] = torch.zeros((N, T_max, policy.out_size), dtype=torch.bool, device=device)
     final_infos: list[dict[str, Any]] = [{} for _ in range(N)]
 
     # per step, as in transformers' generate loop: one forward over the new column with the cache, logits of the
@@ -146,6 +149,8 @@ def rollout(policy: CausalLMPolicy, env: Any, *, prompts: list[Any] | None = Non
             buf["values"][:, t] = value
             buf["actions"][:, t] = torch.where(active, action, pad)
             buf["completion_mask"][:, t] = active
+            if "support" in buf:
+                buf["support"][:, t] = torch.isfinite(logits)
 
             _, reward, terminated, truncated, infos = env.step(action.cpu().numpy())
             ended_np = (terminated | truncated) & active_np
@@ -194,6 +199,7 @@ def _finish(policy: CausalLMPolicy, base: Any, prompt_ids: torch.Tensor, prompt_
         seq_mask = torch.cat([prompt_mask, comp_mask], 1)
         _, _, values = policy.evaluate({"actions": completion_ids, "input_ids": seq_ids, "attention_mask": seq_mask})
         values = values * comp_mask
+    support = buf["support"][:, :T] if "support" in buf else None
     kept = None
     if boundary:  # (N, P + T - 1, d) decoded; the last token is never fed (nothing reads its column): zeros
         kept = torch.cat(boundary + [torch.zeros_like(boundary[-1])], 1)
@@ -205,4 +211,5 @@ def _finish(policy: CausalLMPolicy, base: Any, prompt_ids: torch.Tensor, prompt_
     return Rollout(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
                    completion_mask=comp_mask, logprobs=logprobs, values=values, env_rewards=env_rewards,
                    scores=env_rewards.sum(-1), ended_with_eos=(last == int(base.eos_token_id)) & (lengths > 0),
-                   prompts=prompt_texts, completions=completions, infos=final_infos, boundary=kept)
+                   prompts=prompt_texts, completions=completions, infos=final_infos, boundary=kept,
+                   support=support)

@@ -260,3 +260,15 @@ def test_ppo_config_is_the_ppo_update_config_with_rlhf_defaults():
 
     assert issubclass(RLHFPPOConfig, PPOUpdateConfig)
     assert [f.name for f in dataclasses.fields(RLHFPPOConfig)] == [f.name for f in dataclasses.fields(PPOUpdateConfig)]
+
+
+def test_truncated_sampling_in_training_and_bad_values():
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+        validate(RLHFConfig(top_p=0.0))
+    with pytest.raises(ValueError, match="top_k must be an int >= 0"):
+        validate(RLHFConfig(top_k=-2))
+    tr = RLHFTrainer(tiny_cfg(top_k=2, top_p=0.9), model=make_tiny_gpt2(vocab_size=5))
+    m = tr.run_iteration()
+    # the KL is of the truncated sampling distribution to the whole reference: positive from the start
+    assert m["rlhf/kl_ref"] > 0 and math.isfinite(m["rlhf/kl_ref"])
+    assert abs(m["train/ratio"] - 1) < 0.05 and math.isfinite(m["train/loss"])
