@@ -74,6 +74,7 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--minibatch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--skip-memory", action="store_true")
@@ -88,11 +89,11 @@ def main() -> int:
     sides = [s for s in SIDES if SIDES[s][1] != "bf16" or bf16_available(args.device)]
     trainers = {s: make_trainer(args, *SIDES[s]) for s in sides}
     times: dict[str, list[dict[str, float]]] = {s: [] for s in sides}
-    for rep in range(args.repeats + 1):  # round 0 is the warm-up
+    for rep in range(args.warmup + args.repeats):  # the first --warmup rounds are not timed
         for s in sides:
             t = time.perf_counter()
             m = trainers[s].run_iteration()
-            if rep:
+            if rep >= args.warmup:
                 times[s].append({"iteration_s": time.perf_counter() - t,
                                  **{k: m[k] for k in ("time/rollout_s", "time/forward_s", "time/update_s")}})
     dev = next(iter(trainers.values())).device
@@ -112,7 +113,7 @@ def main() -> int:
         res["memory"] = {}
         for s in sides:
             cmd = [sys.executable, __file__, "--memory-child", s] + [
-                x for k, v in vars(args).items() if k not in ("memory_child", "skip_memory", "out", "repeats")
+                x for k, v in vars(args).items() if k not in ("memory_child", "skip_memory", "out", "repeats", "warmup")
                 and v is not None for x in (f"--{k.replace('_', '-')}", str(v))]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
             res["memory"][s] = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -123,11 +123,7 @@ def rollout(policy: CausalLMPolicy, env: Any, *, prompts: list[Any] | None = Non
     prompt_ids, prompt_mask = obs_to_left_padded(ids, mask, base.pad_token_id)  # (N, P)
     N, P, T_max = prompt_ids.shape[0], prompt_ids.shape[1], int(base.max_new_tokens)
     pad, eos = int(base.pad_token_id), int(base.eos_token_id)
-    buf = {"actions": torch.full((N, T_max), pad, dtype=torch.long, device=device),
-           "completion_mask": torch.zeros((N, T_max), dtype=torch.long, device=device),
-           **{k: torch.zeros((N, T_max), device=device) for k in ("logprobs", "values", "env_rewards")}}
-    if policy.truncates and not greedy:  # the kept set of each step, for the update's renormalisation
-        buf["support"] = torch.zeros((N, T_max, policy.out_size), dtype=torch.bool, device=device)
+    buf = _buffers(N, T_max, pad, device, policy.out_size if policy.truncates and not greedy else None)
     final_infos: list[dict[str, Any]] = [{} for _ in range(N)]
 
     # per step, as in transformers' generate loop: one forward over the new column with the cache, logits of the
@@ -167,6 +163,18 @@ def rollout(policy: CausalLMPolicy, env: Any, *, prompts: list[Any] | None = Non
             attn[:, P + t] = active  # finished rows: the new column is padding
             inputs = {"input_ids": action[:, None], "attention_mask": attn[:, : P + t + 1], "position_ids": position}
     return _finish(policy, base, prompt_ids, prompt_mask, buf, t + 1, final_infos, boundary)
+
+
+def _buffers(N: int, T_max: int, pad: int, device: torch.device, support_size: int | None
+             ) -> dict[str, torch.Tensor]:
+    """The rollout's per-step ``(N, T_max)`` buffers; ``support`` ``(N, T_max, V)`` under truncated sampling
+    (the kept set of each step, for the update's renormalisation)."""
+    buf = {"actions": torch.full((N, T_max), pad, dtype=torch.long, device=device),
+           "completion_mask": torch.zeros((N, T_max), dtype=torch.long, device=device),
+           **{k: torch.zeros((N, T_max), device=device) for k in ("logprobs", "values", "env_rewards")}}
+    if support_size is not None:
+        buf["support"] = torch.zeros((N, T_max, support_size), dtype=torch.bool, device=device)
+    return buf
 
 
 @contextlib.contextmanager
