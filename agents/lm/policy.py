@@ -137,11 +137,14 @@ def _cache_arg(cls: type) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def kv_cache_io(trunk: nn.Module, past: Any) -> tuple[dict[str, Any], str]:
+def kv_cache_io(trunk: nn.Module, past: Any, use_cache: bool = False) -> tuple[dict[str, Any], str]:
     """The one transformers-version shim: ``({name: past}, name)`` with the KV-cache argument's name of this
     trunk's ``forward`` (transformers 5 calls it ``cache`` and warns on ``past_key_values``; 4.46, the oldest
-    version pyproject allows, only knows ``past_key_values``). The output holds the cache under the same name."""
+    version pyproject allows, only knows ``past_key_values``, and warns unless the cache is a ``Cache`` object,
+    so a first step gets an empty ``DynamicCache``). The output holds the cache under the same name."""
     name = _cache_arg(type(trunk))
+    if name == "past_key_values" and past is None and use_cache:
+        past = require("transformers", "language-model policies").DynamicCache()
     return {name: past}, name
 
 
@@ -357,7 +360,7 @@ class CausalLMPolicy(nn.Module):
         without ``use_cache`` (:func:`agents.lm.rollout.rollout` re-runs it at the end).
         """
         trunk = self._trunk(self.hf_model)
-        cache_kw, cache_name = kv_cache_io(trunk, past_key_values)
+        cache_kw, cache_name = kv_cache_io(trunk, past_key_values, use_cache)
         if boundary is not None and use_cache:
             raise ValueError("boundary states and use_cache do not go together (a rollout runs every block)")
         reuse = self._only_blocks(self.frozen_blocks, None, inject=boundary) if boundary is not None else \
