@@ -162,9 +162,9 @@ class RLHFConfig:
     allow_precision_change: bool = False
     """let --resume continue a checkpoint written in another precision (refused otherwise)"""
     trunk_reuse: bool = True
-    """with --trainable-layers N (0 < N < blocks): run the frozen bottom blocks once per iteration over the finished
-    sequences and only the top N in every PPO pass, the reference's top N included; False runs every block in
-    every pass (the slower path, kept for benchmarks/rlhf_iteration.py)"""
+    """with --trainable-layers N (0 < N < blocks): keep the frozen bottom blocks' output as the rollout decodes and
+    run only the top N blocks in every later pass (the reference's, each PPO epoch and minibatch); False runs every
+    block in every pass (the slower path, kept for benchmarks/rlhf_iteration.py)"""
     recompute_logprobs: bool | None = None
     """recompute the rollout's log-probs and values in one forward over the finished sequences, the update's own
     path, before the PPO epochs (None: on under bf16, where the cached decode and a full forward round differently
