@@ -326,7 +326,10 @@ class CausalLMPolicy(nn.Module):
         ``support`` ``(n, k, V)`` bool when given (the set kept when the tokens were sampled): the one place
         that turns the trunk's output into the policy's distribution (the reference's log-probs go through it
         too)."""
-        logits = self.hf_model.get_output_embeddings()(hidden).float()  # (n, k, V); a no-op cast in fp32
+        n, k, d = hidden.shape
+        # the head on a 2-D contiguous copy: on a (n, k, d) column slice that needs grad, torch's linear takes a
+        # batched-matmul path, 2.8x slower forward + backward at (32, 8, 576) x 49 152 on one CPU thread
+        logits = self.hf_model.get_output_embeddings()(hidden.reshape(n * k, d)).view(n, k, -1).float()  # (n, k, V)
         if self.temperature != 1.0:
             logits = logits.div_(self.temperature)  # in place: no second (n, k, V) copy (autograd-safe after a linear)
         if self.vocab_size < self.out_size:
