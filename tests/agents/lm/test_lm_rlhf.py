@@ -272,3 +272,11 @@ def test_truncated_sampling_in_training_and_bad_values():
     # the KL is of the truncated sampling distribution to the whole reference: positive from the start
     assert m["rlhf/kl_ref"] > 0 and math.isfinite(m["rlhf/kl_ref"])
     assert abs(m["train/ratio"] - 1) < 0.05 and math.isfinite(m["train/loss"])
+
+
+def test_stop_strings_reach_the_env():
+    tr = RLHFTrainer(tiny_cfg(stop_strings=["ab", "c"]), model=make_tiny_gpt2(vocab_size=5))
+    assert tr.env.env.stop_strings == ("ab", "c")
+    r = tr.collect(seed=0)
+    for info, text in zip(r.infos, r.completions):
+        assert info["end_reason"] != "stop" or "ab" in text or "c" in text
