@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.lm.policy import CausalLMPolicy, model_inputs, obs_to_left_padded, transformer_blocks
+from agents.lm.policy import CausalLMPolicy, model_inputs, transformer_blocks
+from textgym.envs.layout import obs_to_left_padded
 
 
 @dataclass
@@ -113,16 +114,15 @@ def rollout(policy: CausalLMPolicy, env: Any, *, prompts: list[Any] | None = Non
     ``keep_boundary``: keep the hidden states after the policy's frozen blocks as they are decoded
     (:attr:`Rollout.boundary`), so that the update need not run those blocks again.
     """
-    base = env.env  # the TextGenEnv holding tokenizer, budget and ids
-    policy.check_action_size(base.action_size)
+    policy.check_action_size(env.action_size)
     device = policy.value_head.weight.device
     options = {"prompts": list(prompts)} if prompts is not None else None
     obs, _ = env.reset(seed=seed, options=options)
     ids = torch.as_tensor(np.asarray(obs["input_ids"]), device=device)
     mask = torch.as_tensor(np.asarray(obs["attention_mask"]), device=device)
-    prompt_ids, prompt_mask = obs_to_left_padded(ids, mask, base.pad_token_id)  # (N, P)
-    N, P, T_max = prompt_ids.shape[0], prompt_ids.shape[1], int(base.max_new_tokens)
-    pad, eos = int(base.pad_token_id), int(base.eos_token_id)
+    prompt_ids, prompt_mask = obs_to_left_padded(ids, mask, env.pad_token_id)  # (N, P)
+    N, P, T_max = prompt_ids.shape[0], prompt_ids.shape[1], int(env.max_new_tokens)
+    pad, eos = int(env.pad_token_id), int(env.eos_token_id)
     buf = _buffers(N, T_max, pad, device, policy.out_size if policy.truncates and not greedy else None)
     final_infos: list[dict[str, Any]] = [{} for _ in range(N)]
 
@@ -162,7 +162,7 @@ def rollout(policy: CausalLMPolicy, env: Any, *, prompts: list[Any] | None = Non
             n_real += active[:, None]
             attn[:, P + t] = active  # finished rows: the new column is padding
             inputs = {"input_ids": action[:, None], "attention_mask": attn[:, : P + t + 1], "position_ids": position}
-    return _finish(policy, base, prompt_ids, prompt_mask, buf, t + 1, final_infos, boundary)
+    return _finish(policy, env, prompt_ids, prompt_mask, buf, t + 1, final_infos, boundary)
 
 
 def _buffers(N: int, T_max: int, pad: int, device: torch.device, support_size: int | None
@@ -193,7 +193,7 @@ def _boundary_recorder(policy: CausalLMPolicy, keep: bool) -> Iterator[list[torc
         handle.remove()
 
 
-def _finish(policy: CausalLMPolicy, base: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+def _finish(policy: CausalLMPolicy, env: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
             buf: dict[str, torch.Tensor], T: int, final_infos: list[dict[str, Any]],
             boundary: list[torch.Tensor]) -> Rollout:
     """The :class:`Rollout` of ``T`` decoded steps: buffers cut to ``T``, a separate critic's values, texts."""
@@ -213,11 +213,11 @@ def _finish(policy: CausalLMPolicy, base: Any, prompt_ids: torch.Tensor, prompt_
         kept = torch.cat(boundary + [torch.zeros_like(boundary[-1])], 1)
     lengths = comp_mask.sum(-1)
     last = completion_ids.gather(1, (lengths - 1).clamp_min(0)[:, None]).squeeze(1)
-    tok = base.tokenizer
+    tok = env.tokenizer
     prompt_texts = [tok.decode(prompt_ids[i][prompt_mask[i].bool()].tolist()) for i in range(N)]
     completions = [tok.decode(completion_ids[i][comp_mask[i].bool()].tolist()) for i in range(N)]
     return Rollout(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
                    completion_mask=comp_mask, logprobs=logprobs, values=values, env_rewards=env_rewards,
-                   scores=env_rewards.sum(-1), ended_with_eos=(last == int(base.eos_token_id)) & (lengths > 0),
+                   scores=env_rewards.sum(-1), ended_with_eos=(last == int(env.eos_token_id)) & (lengths > 0),
                    prompts=prompt_texts, completions=completions, infos=final_infos, boundary=kept,
                    support=support)

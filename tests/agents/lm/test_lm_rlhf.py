@@ -276,7 +276,7 @@ def test_truncated_sampling_in_training_and_bad_values():
 
 def test_stop_strings_reach_the_env():
     tr = RLHFTrainer(tiny_cfg(stop_strings=["ab", "c"]), model=make_tiny_gpt2(vocab_size=5))
-    assert tr.env.env.stop_strings == ("ab", "c")
+    assert tr.env.stop_strings == ("ab", "c")
     r = tr.collect(seed=0)
     for info, text in zip(r.infos, r.completions):
         assert info["end_reason"] != "stop" or "ab" in text or "c" in text
