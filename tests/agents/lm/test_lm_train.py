@@ -166,3 +166,12 @@ def test_resume_with_trunk_reuse_continues_the_run_exactly(tmp_path):
     for k in ("rollout/ep_rew_mean", "rlhf/kl_ref", "train/loss", "train/value_loss", "train/approx_kl"):
         assert float(a[k]) == pytest.approx(float(b[k]), rel=1e-5, abs=1e-7), k
     assert float(a["rlhf/kl_ref"]) != 0.0
+
+
+def test_bf16_without_native_support_is_a_clear_error(tiny_dir, tmp_path, monkeypatch, capsys):
+    import agents.lm.rlhf as rlhf
+
+    monkeypatch.setattr(rlhf, "cpu_supports_bf16", lambda: False)  # as on the AVX2 CPU this was written on
+    assert cli(argv(tiny_dir, tmp_path / "run", 1, "--precision", "bf16")) == 2
+    err = capsys.readouterr().err
+    assert "no native bf16" in err and "--precision auto or fp32" in err
