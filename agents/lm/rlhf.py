@@ -72,7 +72,8 @@ class RLHFConfig:
     """Everything that defines an RLHF run; ``textgym train`` generates one flag per field."""
 
     task: str = "TextGen-Sentiment-v0"
-    """registered env id whose prompts and scorer define the task"""
+    """registered env id, or its short name (sentiment, sql, data-analysis, copy, ...), whose prompts and scorer
+    define the task"""
     model: str | None = None
     """causal LM: a local folder or a cached hub id (None: the embedded SmolLM2-135M-Instruct)"""
     out: str = "runs/rlhf"
@@ -85,6 +86,9 @@ class RLHFConfig:
     """tokenizer override (None: the task's for the default model, else the model's own folder)"""
     prompts: str | None = None
     """prompt source override (a file, 'builtin:NAME' or 'gen:NAME'; None: the task's)"""
+    prompt_kwargs: dict[str, Any] | None = None
+    """arguments of a generated prompt source, as JSON: difficulty ('{"kinds": ["max", "min"], "max_rows": 4}') or a
+    curriculum ('{"curriculum": [["max", "min"], ["argmax", "argmin"]], "threshold": 0.6}')"""
     scorer: str | dict[str, Any] | None = None
     """scorer override (None: the task's): a name ('vader'), 'reward-model:PATH' (a reward model folder written
     by `textgym train-rm`), or a JSON object of a name and its arguments, e.g. '{"name": "reward-model", "path":
@@ -287,13 +291,13 @@ class RunningMoments:
         self.mean, self.var, self.count = s["mean"], s["var"], s["count"]
 
 
-def process_scores(scores: torch.Tensor, ended_with_eos: torch.Tensor, cfg: RLHFConfig,
+def process_scores(scores: torch.Tensor, ended: torch.Tensor, cfg: RLHFConfig,
                    moments: RunningMoments, dist: Dist | None = None) -> torch.Tensor:
     """Missing-EOS penalty, then normalisation, then clipping, in that order (TRL's order). With ``dist``,
     ``scores`` is this process's share and the normalisation uses the statistics of the global batch."""
     s = scores.float().clone()
     if cfg.missing_eos_penalty is not None:
-        s[~ended_with_eos] -= cfg.missing_eos_penalty  # N+ TL;DR paper: penalise completions that never end
+        s[~ended] -= cfg.missing_eos_penalty  # N+ TL;DR paper: penalise completions cut by the budget (not EOS/stop)
     n_global = s.numel() if dist is None else int(dist.all_reduce_sum(float(s.numel())))
     if cfg.score_norm == "batch" and n_global > 1:
         if dist is None:
@@ -395,17 +399,15 @@ class RLHFTrainer:
     # -- construction helpers ---------------------------------------------------------------------------
     def make_env(self) -> Any:
         from textgym.envs.vector import BatchedTextGenEnv
-        from textgym.registration import TASKS
+        from textgym.registration import TASKS, resolve_task
 
         cfg = self.cfg
-        if cfg.task not in TASKS:
-            raise ValueError(f"unknown task {cfg.task!r}; registered: {', '.join(TASKS)}")
-        kwargs = dict(TASKS[cfg.task][1])
+        kwargs = dict(TASKS[resolve_task(cfg.task)][1])  # an id or a short name ("sql"); else the error lists them
         if cfg.tokenizer is not None:
             kwargs["tokenizer"] = cfg.tokenizer
         elif cfg.model not in (None, "default"):
             kwargs["tokenizer"] = cfg.model  # a model's own tokenizer
-        for k in ("prompts", "scorer", "max_new_tokens"):
+        for k in ("prompts", "scorer", "max_new_tokens", "prompt_kwargs"):
             if getattr(cfg, k) is not None:
                 kwargs[k] = getattr(cfg, k)
         from textgym.tokenizers import make_tokenizer
@@ -484,7 +486,8 @@ class RLHFTrainer:
         ref_lp = self.ref_logprobs(r)  # (N, T)
         kl = kl_per_token(r.logprobs, ref_lp, cfg.kl_estimator) * mask  # (N, T), the penalised estimate
         kl_k1_seq = ((r.logprobs - ref_lp) * mask).sum(-1)  # (N,) KL per sequence (k1, always logged)
-        scores = process_scores(r.scores, r.ended_with_eos, cfg, self.moments, ddp)  # (N,)
+        ended = torch.tensor([i.get("end_reason") != "budget" for i in r.infos], device=r.scores.device)  # EOS/stop
+        scores = process_scores(r.scores, ended, cfg, self.moments, ddp)  # (N,) no missing-EOS penalty after a stop
         token_rewards = r.env_rewards - r.scores[:, None] * last_token_onehot(mask)  # per-token env rewards, if any
         rewards, non_score = rlhf_rewards(scores, kl, mask, self.kl_ctl.value, token_rewards)  # (N, T)
         advantages, returns = sequence_gae(rewards, r.values, mask, cfg.gamma, cfg.gae_lambda)  # (N, T)

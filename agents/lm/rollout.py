@@ -33,7 +33,7 @@ class Rollout:
     values: torch.Tensor  # (N, T) V(s_t)
     env_rewards: torch.Tensor  # (N, T) what env.step paid for each token (the score at the last one)
     scores: torch.Tensor  # (N,) sum of env rewards of each episode
-    ended_with_eos: torch.Tensor  # (N,) bool
+    ended_with_eos: torch.Tensor  # (N,) bool: the last token is one of the env's EOS ids
     prompts: list[str] = field(default_factory=list)
     completions: list[str] = field(default_factory=list)
     infos: list[dict[str, Any]] = field(default_factory=list)  # the final info of each episode
@@ -176,5 +176,6 @@ def rollout(policy: CausalLMPolicy, env: Any, *, prompts: list[Any] | None = Non
     completions = [tok.decode(completion_ids[i][comp_mask[i].bool()].tolist()) for i in range(N)]
     return Rollout(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
                    completion_mask=comp_mask, logprobs=logprobs, values=values, env_rewards=env_rewards,
-                   scores=env_rewards.sum(-1), ended_with_eos=(last == eos) & (lengths > 0),
+                   scores=env_rewards.sum(-1), ended_with_eos=torch.isin(last, torch.tensor(base.eos_token_ids,
+                                                                                device=device)) & (lengths > 0),
                    prompts=prompt_texts, completions=completions, infos=final_infos)

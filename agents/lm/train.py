@@ -185,9 +185,11 @@ def reward_summary(csv_path: Path) -> str | None:
 
 def main(args: argparse.Namespace) -> int:
     from agents.lm.rlhf import RLHFConfig
+    from textgym.registration import resolve_task
 
     cfg = dataclass_from_args(RLHFConfig, args)
     try:
+        cfg.task = resolve_task(cfg.task)  # config.json records the full id
         return run(cfg, resume=bool(getattr(args, "resume", False)))
     except (ValueError, OSError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)

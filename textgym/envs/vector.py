@@ -23,7 +23,7 @@ from gymnasium.vector.utils import batch_space
 
 from textgym.core import Prompt, Sample
 from textgym.envs.text_gen import TextGenEnv
-from textgym.scorers import score_batch, score_tokens_batch
+from textgym.scorers import score_batch_details, score_tokens_batch
 
 AUTORESET_MODES = (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED)
 # Gymnasium's enum values are "NextStep"/"Disabled"; we also accept the snake_case names
@@ -142,7 +142,7 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
         # is_eos[token] for every valid id: indexing it with the actions (as uint64, so negative ids wrap to huge
         # ones) both finds EOS and range-checks the actions (IndexError) in one operation
         self._is_eos = np.zeros(env.vocab_size, dtype=bool)
-        self._is_eos[env.eos_token_id] = True
+        self._is_eos[list(env.eos_token_ids)] = True
         self._any_done = False  # is any env done? (kept in step/reset; saves a count on the hot path)
         self._make_views()
 
@@ -360,7 +360,9 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
             self._done[fin] = True
             self._any_done = True
             samples = self._samples(fin, pos[ended])
-            scores, parts = score_batch(env.scorer, samples)
+            scores, parts, details = score_batch_details(env.scorer, samples)
+            if hasattr(env.prompt_source, "observe"):  # a curriculum widens its prompts on the results
+                env.prompt_source.observe(samples, parts)
             self._scores[fin] = scores
             if env.reward_mode == "sequence":
                 rewards[fin] = scores
@@ -380,6 +382,9 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
             infos["_score_parts"][fin] = True
             self._put_info(infos, "end_reason", fin, why, object)
             self._put_info(infos, "completion_length", fin, [len(x.completion_ids) for x in samples], np.int64)
+            for key in sorted({k for d in details for k in d}):  # the scorer's extra infos (sql_error)
+                has = np.array([key in d for d in details])
+                self._put_info(infos, key, fin[has], [d[key] for d in details if key in d], object)
         if env._action_mask_fn is not None:
             going = idx[~ended]
             if going.size:

@@ -21,11 +21,12 @@ from textgym.scorers.base import (
     ScorerError,
     TokenScorer,
     score_batch,
+    score_batch_details,
     score_tokens_batch,
 )
 
 __all__ = [
-    "CombinedScorer", "Scorer", "ScorerError", "TokenScorer", "score_batch", "score_tokens_batch",
+    "CombinedScorer", "Scorer", "ScorerError", "TokenScorer", "score_batch", "score_batch_details", "score_tokens_batch",
     "make_scorer", "register_scorer", "scorer_names", "scorer_spec", "SHORTHANDS",
 ]
 
@@ -41,6 +42,7 @@ _REGISTRY: dict[str, str | Callable[..., Scorer]] = {
     "sentiment": "textgym.scorers.sentiment:VaderSentimentScorer",
     "similarity": "textgym.scorers.similarity:SimilarityScorer",
     "data-analysis": "textgym.scorers.data_analysis:DataAnalysisScorer",
+    "sql": "textgym.scorers.sql:SQLScorer",
     "reward-model": "textgym.human.reward_model:RewardModelScorer",
     "human": "textgym.human.live:HumanScorer",
 }
