@@ -182,7 +182,8 @@ class DataAnalysisTask:
             raise ValueError(f"unknown question kinds {unknown}; choose from {KINDS}")
         self.min_rows, self.max_rows, self.kinds = min_rows, max_rows, kinds
         self.stages = None if curriculum is None else [tuple(st) for st in curriculum]
-        self.stage, self.threshold, self.window, self.curriculum_part = 0, float(threshold), int(window), curriculum_part
+        self.stage, self.threshold, self.window = 0, float(threshold), int(window)
+        self.curriculum_part = curriculum_part
         self._recent: list[float] = []  # the current stage's last `window` results
 
     def observe(self, samples: Sequence[Any], parts: dict[str, np.ndarray]) -> None:

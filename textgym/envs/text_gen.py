@@ -153,7 +153,8 @@ class TextGenEnv(gym.Env[dict, int]):
         self.tokenizer = make_tokenizer(tokenizer)
         if chat_template is True and not has_chat_template(self.tokenizer):
             raise ValueError(f"chat_template=True, but the tokenizer {self.tokenizer!r} has no chat template; pass "
-                             "chat_template=False (or 'auto'), or a tokenizer with a chat template (an instruct model's)")
+                             "chat_template=False (or 'auto'), or a tokenizer with a chat template (an instruct "
+                             "model's)")
         self.chat_template = has_chat_template(self.tokenizer) if chat_template == "auto" else bool(chat_template)
         self.prompt_source = load_prompts(prompts, **(prompt_kwargs or {}))
         self.scorer: Scorer = make_scorer(scorer)

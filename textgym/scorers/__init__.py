@@ -26,7 +26,8 @@ from textgym.scorers.base import (
 )
 
 __all__ = [
-    "CombinedScorer", "Scorer", "ScorerError", "TokenScorer", "score_batch", "score_batch_details", "score_tokens_batch",
+    "CombinedScorer", "Scorer", "ScorerError", "TokenScorer", "score_batch", "score_batch_details",
+    "score_tokens_batch",
     "make_scorer", "register_scorer", "scorer_names", "scorer_spec", "SHORTHANDS",
 ]
 

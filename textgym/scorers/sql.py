@@ -13,16 +13,16 @@ one), runs it on table ``t`` and compares the first cell of the first result row
 - ``valid_weight`` defaults to 0 (the score is the execution accuracy); a small value such as 0.1 pays a
   little for a query that runs, which gives RL a signal on kinds the model never gets right at first.
 
-**The completion is untrusted code.** Every query runs in a fresh in-memory database holding only ``t``,
-behind four guards: an authorizer that allows ``SELECT``, reads of ``t``, recursive CTEs and function calls
-and denies everything else (ATTACH, PRAGMA, writes, DDL, temp tables, transactions, ``load_extension`` and
-``printf``, reads of ``sqlite_master``); a progress handler that stops a query after ``max_vm_steps`` virtual-machine steps or
-``time_budget_s`` seconds (a recursive CTE, a 10-way self-join); ``Connection.setlimit`` caps on string and
-blob length, SQL length, expression depth, compound selects, attached databases (0) and so on (Python
-3.11+; on older Pythons a warning says these caps are missing and the other guards remain); and at most
-``max_rows`` result rows are fetched. Python's ``execute`` refuses a second statement. Any failure scores 0
-and is explained in ``score_details``'s ``sql_error`` (the env puts it in ``info["sql_error"]``); nothing is
-raised and no file is opened.
+**The completion is untrusted code.** Every query runs in a fresh in-memory database holding only ``t``, behind
+four guards: an authorizer that allows ``SELECT``, reads of ``t``, recursive CTEs and function calls and denies
+everything else (ATTACH, PRAGMA, writes, DDL, temp tables, transactions, ``load_extension`` and ``printf``, reads
+of ``sqlite_master``); a progress handler that stops a query after ``max_vm_steps`` virtual-machine steps or
+``time_budget_s`` seconds (a recursive CTE, a 10-way self-join); ``Connection.setlimit`` caps on string and blob
+length, SQL length, expression depth, compound selects, attached databases (0) and so on (Python 3.11+; on older
+Pythons a warning says these caps are missing and the other guards remain); and at most ``max_rows`` result rows
+are fetched. Python's ``execute`` refuses a second statement. Any failure scores 0 and is explained in
+``score_details``'s ``sql_error`` (the env puts it in ``info["sql_error"]``); nothing is raised and no file is
+opened.
 """
 
 from __future__ import annotations
