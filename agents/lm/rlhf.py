@@ -504,9 +504,12 @@ class RLHFTrainer:
             if p.requires_grad and not torch.isfinite(p).all():
                 raise FloatingPointError("a policy weight became NaN/inf after the update; stopping")
         # per-episode quantities of the global batch, in global env order (rank-major)
-        per_row = torch.stack([r.scores.float(), kl_k1_seq, r.lengths.float(), r.ended_with_eos.float(),
-                               non_score.sum(-1), rewards.sum(-1)], 1).detach()  # (N, 6)
-        g_scores, g_kl, g_len, g_eos, g_non_score, g_total = dist.gather(per_row).cpu().double().T
+        part_names = sorted(r.infos[0].get("score_parts", {})) if r.infos else []  # the scorer's parts (sql: valid...)
+        part_rows = torch.tensor([[i["score_parts"][k] for k in part_names] for i in r.infos],
+                                 device=r.scores.device).reshape(len(r.infos), len(part_names))  # (N, K)
+        per_row = torch.cat([torch.stack([r.scores.float(), kl_k1_seq, r.lengths.float(), r.ended_with_eos.float(),
+                                          non_score.sum(-1), rewards.sum(-1)], 1), part_rows], 1).detach()  # (N, 6+K)
+        g_scores, g_kl, g_len, g_eos, g_non_score, g_total, *g_parts = dist.gather(per_row).cpu().double().T
         kl_mean = float(g_kl.mean())
         self.kl_ctl.update(kl_mean, cfg.num_envs)
         score_mean, score_ci = mean_ci95(g_scores)
@@ -529,6 +532,7 @@ class RLHFTrainer:
                                          else dist.global_masked_mean(advantages, mask)),
             "time/rollout_s": t_rollout, "time/update_s": t_update,
             "time/fps": n_tokens / max(time.perf_counter() - t0, 1e-9),
+            **{f"rollout/score_parts/{k}": float(g.mean()) for k, g in zip(part_names, g_parts)},
             **stats,
         }
         return metrics
