@@ -36,7 +36,7 @@ import torch
 from agents.lm.policy import CausalLMPolicy, apply_lora, model_inputs, train_only_last_layers
 from agents.lm.rollout import Rollout, rollout
 from agents.ppo.core import PPOUpdateConfig, masked_mean, ppo_update, sequence_gae
-from textgym.scorers import scorer_spec
+from textgym.scorers import make_scorer, score_batch, scorer_spec
 
 if TYPE_CHECKING:
     from agents.distributed import Dist
@@ -89,6 +89,9 @@ class RLHFConfig:
     prompt_kwargs: dict[str, Any] | None = None
     """arguments of a generated prompt source, as JSON: difficulty ('{"kinds": ["max", "min"], "max_rows": 4}') or a
     curriculum ('{"curriculum": [["max", "min"], ["argmax", "argmin"]], "threshold": 0.6}')"""
+    gold_scorer: str | dict[str, Any] | None = None
+    """a second scorer, logged every iteration as rlhf/gold_score_mean beside the training score and never trained
+    on: when the training score rises while the gold falls, the policy over-optimises the training scorer"""
     scorer: str | dict[str, Any] | None = None
     """scorer override (None: the task's): a name ('vader'), 'reward-model:PATH' (a reward model folder written
     by `textgym train-rm`), or a JSON object of a name and its arguments, e.g. '{"name": "reward-model", "path":
@@ -201,6 +204,8 @@ def validate(cfg: RLHFConfig) -> None:
         if not isinstance(cfg.scorer, (str, dict)):
             raise ValueError(f"scorer must be a name, 'reward-model:PATH' or a dict with 'name', got {cfg.scorer!r}")
         scorer_spec(cfg.scorer)  # before any model is loaded: says what to write
+    if cfg.gold_scorer is not None:
+        scorer_spec(cfg.gold_scorer)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -394,6 +399,7 @@ class RLHFTrainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)  # minibatch order
         # token sampling when collect() gets no row seeds (training rollouts seed each env: sampling_seed)
         self.sample_generator = torch.Generator(device=self.device).manual_seed(self.dist.seed_for_rank(cfg.seed) + 1)
+        self.gold_scorer = make_scorer(cfg.gold_scorer) if cfg.gold_scorer is not None else None
         self.iteration = 0
 
     # -- construction helpers ---------------------------------------------------------------------------
@@ -507,6 +513,12 @@ class RLHFTrainer:
         part_names = sorted(r.infos[0].get("score_parts", {})) if r.infos else []  # the scorer's parts (sql: valid...)
         part_rows = torch.tensor([[i["score_parts"][k] for k in part_names] for i in r.infos],
                                  device=r.scores.device).reshape(len(r.infos), len(part_names))  # (N, K)
+        if self.gold_scorer is not None:  # the same completions under the gold scorer: one more column
+            env = self.env.env
+            samples = [env.make_sample(p, env.encode_prompt(p), ids[m.bool()].tolist())
+                       for p, ids, m in zip(self.env.prompts, r.completion_ids, r.completion_mask)]
+            gold = torch.as_tensor(score_batch(self.gold_scorer, samples)[0], dtype=torch.float32)
+            part_names, part_rows = [*part_names, "__gold__"], torch.cat([part_rows, gold[:, None].to(part_rows)], 1)
         per_row = torch.cat([torch.stack([r.scores.float(), kl_k1_seq, r.lengths.float(), r.ended_with_eos.float(),
                                           non_score.sum(-1), rewards.sum(-1)], 1), part_rows], 1).detach()  # (N, 6+K)
         g_scores, g_kl, g_len, g_eos, g_non_score, g_total, *g_parts = dist.gather(per_row).cpu().double().T
@@ -532,7 +544,8 @@ class RLHFTrainer:
                                          else dist.global_masked_mean(advantages, mask)),
             "time/rollout_s": t_rollout, "time/update_s": t_update,
             "time/fps": n_tokens / max(time.perf_counter() - t0, 1e-9),
-            **{f"rollout/score_parts/{k}": float(g.mean()) for k, g in zip(part_names, g_parts)},
+            **{"rlhf/gold_score_mean" if k == "__gold__" else f"rollout/score_parts/{k}": float(g.mean())
+               for k, g in zip(part_names, g_parts)},
             **stats,
         }
         return metrics

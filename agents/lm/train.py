@@ -151,7 +151,8 @@ def run(cfg: Any, resume: bool = False, model: Any = None) -> int:
         return status
     if dist.is_main:
         if (out / "metrics.csv").stat().st_size > 0 and trainer.iteration > 0:
-            plot_metrics(out / "metrics.csv", list(PLOT_KEYS), out / "plot.png", title=f"RLHF on {cfg.task}")
+            keys = [*PLOT_KEYS, *(["rlhf/gold_score_mean"] if cfg.gold_scorer is not None else [])]
+            plot_metrics(out / "metrics.csv", keys, out / "plot.png", title=f"RLHF on {cfg.task}")
         after = _samples(trainer, cfg.n_samples)
         _write_samples_md(out / "samples.md", before, after, f"RLHF on {cfg.task}: samples")
         hf_tok = getattr(trainer.env.env.tokenizer, "hf", None)

@@ -30,7 +30,7 @@ def test_train_sql_task_by_short_name_logs_the_sql_parts(tiny_dir, tmp_path):
                 "--out", str(out), "--num-envs", "8", "--max-new-tokens", "8", "--ppo.minibatch-size", "4",
                 "--ppo.micro-batch-size", "4", "--ppo.n-epochs", "1", "--n-samples", "2", "--progress", "false",
                 "--tensorboard", "false", "--scorer", '{"name": "sql", "valid_weight": 0.1}',
-                "--prompt-kwargs", '{"kinds": ["max", "min"], "max_rows": 4}']) == 0
+                "--prompt-kwargs", '{"kinds": ["max", "min"], "max_rows": 4}', "--gold-scorer", "length"]) == 0
     assert json.loads((out / "config.json").read_text())["task"] == "TextGen-SQL-v0"  # the short name resolved
     with open(out / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -39,6 +39,7 @@ def test_train_sql_task_by_short_name_logs_the_sql_parts(tiny_dir, tmp_path):
         valid, correct = float(r["rollout/score_parts/valid"]), float(r["rollout/score_parts/correct"])
         assert 0 <= valid <= 1 and 0 <= correct <= valid  # a correct query is a valid one
         assert float(r["reward_mean"]) == pytest.approx(correct + 0.1 * valid, abs=1e-6)
+        assert 0 <= float(r["rlhf/gold_score_mean"]) <= 1  # the length scorer's mean, logged beside the score
     assert "SQLite table t" in (out / "samples.md").read_text()
 
 
@@ -65,3 +66,23 @@ def test_missing_eos_penalty_spares_stop_string_endings(stop):
     assert eos < 1  # some rows did not end with EOS
     expected = m["reward_mean"] - (0.0 if stop else 1.0 * (1 - eos))
     assert processed == pytest.approx(expected, abs=1e-5)
+
+
+def test_gold_scorer_scores_the_same_completions():
+    """A gold scorer equal to the training scorer logs exactly the training score; another one, its own score."""
+    from textgym.envs.vector import BatchedTextGenEnv
+
+    def trainer(gold):
+        cfg = RLHFConfig(num_envs=8, max_new_tokens=4, gold_scorer=gold, progress=False, tensorboard=False,
+                         ppo=RLHFPPOConfig(n_epochs=1, minibatch_size=8, micro_batch_size=8))
+        env = BatchedTextGenEnv(8, autoreset_mode="disabled", tokenizer="byte", prompts=["ab", "cd"],
+                                scorer={"name": "length", "target": 3, "unit": "tokens"}, max_new_tokens=4,
+                                action_size=257)
+        return RLHFTrainer(cfg, model=make_tiny_gpt2(vocab_size=257), env=env)
+
+    m = trainer({"name": "length", "target": 3, "unit": "tokens"}).step()
+    assert m["rlhf/gold_score_mean"] == pytest.approx(m["reward_mean"], abs=1e-6)
+    m = trainer({"name": "length", "target": 1, "unit": "tokens"}).step()  # same seed: the same completions
+    assert m["rlhf/gold_score_mean"] != pytest.approx(m["reward_mean"], abs=1e-6)
+    with pytest.raises(ValueError, match="unknown scorer 'nope'"):
+        trainer("nope")
