@@ -45,6 +45,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default="TextGen-SQL-v0",
                         help="registered id or short name (sql, data-analysis, ...)")
     parser.add_argument("--n", type=int, default=128, help="held-out prompts")
+    parser.add_argument("--prompt-kwargs", default=None,
+                        help='arguments of the task\'s prompt generator as JSON, e.g. \'{"kinds": ["max", "min"]}\'')
     parser.add_argument("--k", type=int, default=0, help="samples per prompt for pass@k (0: greedy only)")
     parser.add_argument("--seed", type=int, default=2024, help="seed of the held-out prompts (and the samples)")
     parser.add_argument("--out", default="runs/eval", help="folder for eval.json and eval.png")
@@ -339,7 +341,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.num_threads)
     device = resolve_device(args.device)
     args.task = task
-    prompts = held_out_prompts(task, args.n, args.seed)
+    try:
+        prompt_kwargs = json.loads(args.prompt_kwargs) if args.prompt_kwargs else None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--prompt-kwargs is not valid JSON ({e}); write e.g. '{{\"kinds\": [\"max\"]}}'") from None
+    prompts = held_out_prompts(task, args.n, args.seed, prompt_kwargs)
     ref = None
     ref_spec = args.ref_model if args.ref_model is not None else models[0]
     if str(ref_spec).lower() != "none":
@@ -348,6 +354,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"task": task, "n": args.n, "k": args.k, "seed": args.seed, "eval_tag": EVAL_TAG,
+              "prompt_kwargs": prompt_kwargs,
               "temperature": args.temperature, "max_new_tokens": args.max_new_tokens,
               "success_part": args.success_part, "ref_model": None if ref is None else str(ref_spec),
               "command": "textgym eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else None,

@@ -125,3 +125,15 @@ def test_eval_bad_input(tiny_dir, tmp_path, capsys):
     assert "--k must be >= 0" in capsys.readouterr().err
     assert cli(eval_argv(tmp_path / "d", tiny_dir, extra=["--gold-scorer", "nope"])) == 2
     assert "unknown scorer 'nope'" in capsys.readouterr().err
+    assert cli(eval_argv(tmp_path / "e", tiny_dir, extra=["--prompt-kwargs", "{kinds"])) == 2
+    assert "--prompt-kwargs is not valid JSON" in capsys.readouterr().err
+    assert cli(eval_argv(tmp_path / "f", tiny_dir, extra=["--prompt-kwargs", '{"kinds": ["nope"]}'])) == 2
+    assert "unknown question kinds ['nope']" in capsys.readouterr().err
+
+
+def test_eval_prompt_kwargs_restrict_the_kinds(tiny_dir, tmp_path):
+    out = tmp_path / "ev"
+    assert cli(eval_argv(out, tiny_dir, extra=["--prompt-kwargs", '{"kinds": ["max", "argmin"]}', "--ref-model",
+                                               "none"])) == 0
+    r = json.loads((out / "eval.json").read_text())["models"][0]
+    assert set(r["greedy_accuracy"]) <= {"all", "max", "argmin"} and "ref_perplexity" not in r["fluency"]
