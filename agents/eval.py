@@ -156,13 +156,15 @@ class _Generator:
         self.device = device
 
     def generate(self, prompts: list[Any], greedy: bool, row_seeds: list[int] | None = None) -> list[dict[str, Any]]:
-        """One finished episode per prompt: ``{"completion", "score", "score_parts", "ids", ...}`` (the env's
-        final info, plus the rollout's tensors for the perplexity)."""
+        """One finished episode per prompt: the env's final info (``completion``, ``score``, ``score_parts``, ...)
+        plus ``_completion_ids``; ``self.batches`` keeps each rollout's ``(input_ids, attention_mask,
+        completion_mask, rows)`` for the perplexity."""
         import torch
 
         from agents.lm.rollout import rollout
 
         out: list[dict[str, Any]] = []
+        self.batches: list[tuple[Any, Any, Any, int]] = []
         B = self.batch_size
         for start in range(0, len(prompts), B):
             chunk = prompts[start : start + B]
@@ -172,27 +174,25 @@ class _Generator:
                 seeds = (row_seeds[start : start + B] if row_seeds else []) + [0] * (B - len(chunk))
                 gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
             r = rollout(self.policy, self.env, prompts=padded, greedy=greedy, generator=gens)
+            self.batches.append((r.input_ids, r.attention_mask, r.completion_mask, len(chunk)))
             for i in range(len(chunk)):
                 info = dict(r.infos[i])
-                info["_ids"] = (r.input_ids[i], r.attention_mask[i], r.completion_ids.shape[1])
                 info["_completion_ids"] = r.completion_ids[i][r.completion_mask[i].bool()].tolist()
                 out.append(info)
         return out
 
 
-def _perplexity(ref: Any, episodes: list[dict[str, Any]]) -> float:
-    """exp(-mean log-prob) of all completion tokens under ``ref`` (token-weighted over the completions)."""
-    import torch
-
+def _perplexity(ref: Any, batches: list[tuple[Any, Any, Any, int]]) -> float:
+    """exp(-mean log-prob) of all completion tokens under ``ref`` (token-weighted over the completions), one
+    forward pass per rollout batch (rows past ``rows`` are padding of the last batch)."""
     total, count = 0.0, 0
-    with torch.no_grad():
-        for ep in episodes:
-            ids, mask, T = ep["_ids"]
-            lp = ref.sequence_logprobs(ids[None].to(ref.value_head.weight.device),
-                                       mask[None].to(ref.value_head.weight.device), T)[0]  # (T,)
-            m = mask[-T:].bool().to(lp.device)
-            total += float(lp[m].sum())
-            count += int(m.sum())
+    device = ref.value_head.weight.device
+    for ids, mask, comp_mask, rows in batches:
+        T = comp_mask.shape[1]
+        lp = ref.sequence_logprobs(ids[:rows].to(device), mask[:rows].to(device), T)  # (rows, T)
+        m = comp_mask[:rows].bool().to(lp.device)
+        total += float(lp[m].sum())
+        count += int(m.sum())
     return math.exp(-total / count) if count else float("nan")
 
 
@@ -213,6 +213,7 @@ def evaluate_model(spec: str | None, args: argparse.Namespace, prompts: list[Any
                      args.temperature, args.tokenizer, device)
     kinds = [str(p.meta.get("kind", "all")) for p in prompts]
     greedy = gen.generate(prompts, greedy=True)
+    greedy_batches = gen.batches
     scores = np.array([ep["score"] for ep in greedy], dtype=np.float64)
     part_names = sorted(greedy[0].get("score_parts", {}))
     parts = {k: np.array([ep["score_parts"][k] for ep in greedy]) for k in part_names}
@@ -234,7 +235,7 @@ def evaluate_model(spec: str | None, args: argparse.Namespace, prompts: list[Any
             result["fluency"]["ref_perplexity"] = None
             result["fluency"]["note"] = "the reference model has another vocabulary: no perplexity"
         else:
-            result["fluency"]["ref_perplexity"] = _perplexity(ref, greedy)
+            result["fluency"]["ref_perplexity"] = _perplexity(ref, greedy_batches)
     if args.gold_scorer:
         gold = make_scorer(args.gold_scorer)
         base = gen.env.env
