@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "samples": ("textgym.human.cli_samples", "import or export samples of a rating store (JSONL)"),
     "rate": ("textgym.human.terminal", "rate pending samples in the terminal"),
     "serve": ("textgym.human.server", "serve the web rating page and its JSON API"),
-    "train-rm": ("textgym.human.reward_model", "train a reward model on the ratings of a store"),
+    "train-rm": ("agents.reward_model", "train a reward model on the ratings of a store"),
 }
 
 

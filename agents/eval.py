@@ -238,7 +238,7 @@ def evaluate_model(spec: str | None, args: argparse.Namespace, prompts: list[Any
             result["fluency"]["ref_perplexity"] = _perplexity(ref, greedy_batches)
     if args.gold_scorer:
         gold = make_scorer(args.gold_scorer)
-        base = gen.env.env
+        base = gen.env
         samples = [base.make_sample(p, base.encode_prompt(p), ep["_completion_ids"]) for p, ep in zip(prompts, greedy)]
         g, _ = score_batch(gold, samples)
         gm, gh = mean_ci(g)

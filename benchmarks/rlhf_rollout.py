@@ -98,16 +98,16 @@ def bench_rollout(tr: RLHFTrainer, args: argparse.Namespace) -> dict[str, float]
         steps["ours"] = r.completion_ids.shape[1]
 
     obs, _ = env.reset(seed=0)
-    from agents.lm.policy import obs_to_left_padded
+    from textgym.envs.layout import obs_to_left_padded
 
     ids = torch.as_tensor(obs["input_ids"], device=device)
     mask = torch.as_tensor(obs["attention_mask"], device=device)
-    p_ids, p_mask = obs_to_left_padded(ids, mask, env.env.pad_token_id)
+    p_ids, p_mask = obs_to_left_padded(ids, mask, env.pad_token_id)
 
     def generate() -> None:
         with torch.no_grad(), ac():
             model.generate(p_ids, attention_mask=p_mask, do_sample=True, max_new_tokens=T, min_new_tokens=T,
-                           pad_token_id=env.env.pad_token_id, top_k=0, top_p=1.0)
+                           pad_token_id=env.pad_token_id, top_k=0, top_p=1.0)
 
     @torch.no_grad()
     def naive() -> None:  # the whole prefix through the model at every step, no cache, as a plain

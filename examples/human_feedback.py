@@ -121,7 +121,7 @@ def run(s: Settings, log: Any = print) -> dict[str, Any]:
 
     from agents.lm.policy import CausalLMPolicy
     from agents.lm.rlhf import RLHFConfig, RLHFPPOConfig, RLHFTrainer, mean_ci95
-    from textgym.human.reward_model import RMConfig, train_reward_model
+    from agents.reward_model import RMConfig, train_reward_model
     from textgym.human.store import RatingStore
 
     torch.set_num_threads(1)

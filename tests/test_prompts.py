@@ -94,3 +94,43 @@ def test_prompt_set_sampling_is_deterministic_given_the_rng():
     assert len(set(draw)) == 1  # same seed, same prompt
     seen = {s.sample(np.random.default_rng(i)).text for i in range(50)}
     assert seen == {"a", "b", "c", "d"}
+
+
+# -- the "gen:NAME" registry: lazy "module:attr" entries, as the scorers' ---------------------------------------
+def test_importing_textgym_imports_and_registers_no_generator():
+    import subprocess
+    import sys
+
+    code = ("import sys, textgym, textgym.prompts as p; before = dict(p.PROMPT_GENERATORS); "
+            "assert 'textgym.tasks' not in sys.modules, 'import textgym imported the tasks'; "
+            "import textgym.tasks; assert p.PROMPT_GENERATORS == before, 'importing textgym.tasks registered'; "
+            "print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_every_registered_generator_is_a_lazy_string_that_resolves():
+    from textgym.prompts import PROMPT_GENERATORS, prompt_generator
+
+    assert all(isinstance(v, str) for v in PROMPT_GENERATORS.values())
+    for name in PROMPT_GENERATORS:
+        assert callable(prompt_generator(name))
+
+
+def test_register_prompts_by_module_attr_string():
+    from textgym.prompts import PROMPT_GENERATORS, register_prompts
+
+    register_prompts("copy-xy", "textgym.tasks:LettersTask")
+    try:
+        src = load_prompts("gen:copy-xy", alphabet="xy", min_len=2, max_len=2)
+        p = src.sample(np.random.default_rng(0))
+        assert len(p.text) == 3 and set(p.text[:2]) <= {"x", "y"} and p.meta["target"] == p.text[:2]
+    finally:
+        del PROMPT_GENERATORS["copy-xy"]
+    with pytest.raises(ValueError, match="without ':'"):
+        register_prompts("gen:bad", "textgym.tasks:LettersTask")
+
+
+def test_unknown_generator_names_the_choices():
+    with pytest.raises(ValueError, match=r"unknown prompt generator 'nope'; available: \['copy'"):
+        load_prompts("gen:nope")

@@ -194,7 +194,7 @@ def test_curriculum_through_the_batched_env():
     env = BatchedTextGenEnv(4, autoreset_mode="disabled", tokenizer="byte", prompts="gen:data-analysis",
                             scorer="data-analysis", max_new_tokens=8,
                             prompt_kwargs={"curriculum": [["max"], ["min"]], "threshold": 1.0, "window": 4})
-    task = env.env.prompt_source
+    task = env.prompt_source
     env.reset(seed=0)
     texts = [f"{p.meta['answer']}".encode() for p in env.prompts]  # every prompt answered right, then EOS
     for t in range(max(map(len, texts)) + 1):

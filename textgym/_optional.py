@@ -1,4 +1,5 @@
-"""Lazy imports of heavy optional dependencies, with an error that names the extra to install."""
+"""Lazy imports: heavy optional dependencies (with an error that names the extra to install) and the registries'
+``"module:attr"`` entries."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import importlib.metadata
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 # module name -> (pip extra, pip package) used in the error message
 _EXTRAS = {
@@ -19,8 +21,11 @@ _EXTRAS = {
     "stable_baselines3": ("sb3", "stable-baselines3"),
     "peft": ("lora", "peft"),
     "matplotlib": ("agents", "matplotlib"),
+    "PIL": ("agents", "pillow"),
     "tqdm": ("agents", "tqdm"),
     "scipy": ("agents", "scipy"),
+    "yaml": ("agents", "pyyaml"),
+    "tomli": ("agents", "tomli"),
     "playwright": ("dev", "playwright"),
 }
 
@@ -35,6 +40,21 @@ def require(module: str, purpose: str = "") -> ModuleType:
         what = f" (needed for {purpose})" if purpose else ""
         hint = f"pip install 'textgym[{extra}]'" if extra != "core" else f"pip install {pkg}"
         raise ImportError(f"{module} is not installed{what}. Install it with: {hint}") from e
+
+
+def load_entry(entry: str | Callable[..., Any]) -> Callable[..., Any]:
+    """A registry entry as a callable: a lazy ``"module:attr"`` string (``"textgym.tasks:LettersTask"``) is
+    imported now; a callable is returned as it is.
+
+    textgym's registries (scorers, prompt generators; Gymnasium's env ids the same way) hold such strings, so
+    nothing is imported, and nothing registers, until a name is used.
+    """
+    if not isinstance(entry, str):
+        return entry
+    mod, sep, attr = entry.partition(":")
+    if not sep or not mod or not attr:
+        raise ValueError(f"a lazy entry point is written 'module:attr', got {entry!r}")
+    return getattr(importlib.import_module(mod), attr)
 
 
 def packaged_file(package: str, match: Callable[[importlib.metadata.PackagePath], bool], missing: str) -> Path:

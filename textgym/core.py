@@ -40,12 +40,3 @@ class Sample:
     meta: Mapping[str, Any] = field(default_factory=dict)
     finished: bool = True  # False when a per-token scorer is asked about a partial completion
 
-    @classmethod
-    def _trusted(cls, prompt: str, completion: str, prompt_ids: tuple[int, ...], completion_ids: tuple[int, ...],
-                 tokens: tuple[str, ...], meta: Mapping[str, Any], finished: bool) -> Sample:
-        """The envs' fast constructor: every field given, with the right types (the frozen dataclass's
-        ``__init__`` sets each field through ``object.__setattr__``, 4x the cost). Equal to ``Sample(...)``."""
-        s = object.__new__(cls)
-        s.__dict__.update(prompt=prompt, completion=completion, prompt_ids=prompt_ids, completion_ids=completion_ids,
-                          tokens=tokens, meta=meta, finished=finished)
-        return s

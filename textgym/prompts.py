@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from textgym._optional import load_entry
 from textgym.core import Prompt
 
 
@@ -124,8 +125,32 @@ def builtin_prompts(name: str) -> PromptSet:
     raise ValueError(f"unknown built-in prompt set {name!r}; available: {builtin_prompt_names()}")
 
 
-# name -> factory(**kwargs) -> PromptSource. Generated sources register here (see textgym.tasks).
-PROMPT_GENERATORS: dict[str, Callable[..., PromptSource]] = {}
+# "gen:NAME" -> factory(**kwargs) -> PromptSource, as a "module:attr" string (imported on first use, as the
+# scorers' registry does) or a callable. Nothing registers by being imported: add yours with register_prompts.
+PROMPT_GENERATORS: dict[str, str | Callable[..., PromptSource]] = {
+    "target": "textgym.tasks:TargetTask",
+    "copy": "textgym.tasks:LettersTask",
+    "reverse": "textgym.tasks:reverse_task",
+    "count": "textgym.tasks:CountTask",
+    "data-analysis": "textgym.tasks:data_analysis_prompts",
+    "sql": "textgym.tasks:sql_prompts",
+}
+
+
+def register_prompts(name: str, factory: str | Callable[..., PromptSource]) -> None:
+    """Make ``load_prompts("gen:NAME", **kwargs)`` build ``factory(**kwargs)``; factory may be a ``"module:attr"``
+    string (imported when first used)."""
+    if not isinstance(name, str) or not name or ":" in name:
+        raise ValueError(f"a prompt generator name is a non-empty string without ':', got {name!r}")
+    PROMPT_GENERATORS[name] = factory
+
+
+def prompt_generator(name: str) -> Callable[..., PromptSource]:
+    """The factory registered as ``"gen:NAME"`` (its module imported now)."""
+    if name not in PROMPT_GENERATORS:
+        raise ValueError(f"unknown prompt generator {name!r}; available: {sorted(PROMPT_GENERATORS)} "
+                         "(or register one with textgym.prompts.register_prompts)")
+    return load_entry(PROMPT_GENERATORS[name])
 
 
 def load_prompts(spec: Any, **kwargs: Any) -> PromptSource:
@@ -142,12 +167,7 @@ def load_prompts(spec: Any, **kwargs: Any) -> PromptSource:
         if spec.startswith("builtin:"):
             return builtin_prompts(spec[len("builtin:") :])
         if spec.startswith("gen:"):
-            name = spec[len("gen:") :]
-            if name not in PROMPT_GENERATORS:
-                import textgym.tasks  # noqa: F401  (registers the generators)
-            if name not in PROMPT_GENERATORS:
-                raise ValueError(f"unknown prompt generator {name!r}; available: {sorted(PROMPT_GENERATORS)}")
-            return PROMPT_GENERATORS[name](**kwargs)
+            return prompt_generator(spec[len("gen:") :])(**kwargs)
         return read_prompt_file(spec)
     if isinstance(spec, Path):
         return read_prompt_file(spec)

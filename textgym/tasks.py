@@ -1,4 +1,5 @@
-"""Generated prompt sources, registered in :data:`textgym.prompts.PROMPT_GENERATORS` as ``"gen:NAME"``.
+"""Generated prompt sources, named ``"gen:NAME"`` in :data:`textgym.prompts.PROMPT_GENERATORS` (lazy
+``"module:attr"`` entries: this module is imported when one is first used, and registers nothing itself).
 
 Each draws a fresh :class:`~textgym.core.Prompt` with its known answer in ``meta`` from the rng it is given
 (the env's ``np_random``), and bounds its prompt length for the observation size with
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from textgym.core import Prompt
-from textgym.prompts import PROMPT_GENERATORS, PromptSet
+from textgym.prompts import PromptSet
 from textgym.tokenizers import ByteTokenizer, CharTokenizer, Tokenizer
 
 
@@ -311,12 +312,3 @@ def reverse_task(**kwargs: Any) -> LettersTask:
     """``gen:reverse``: :class:`LettersTask` with ``reverse=True``."""
     return LettersTask(**{"reverse": True, **kwargs})
 
-
-PROMPT_GENERATORS.update({
-    "target": TargetTask,
-    "copy": LettersTask,
-    "reverse": reverse_task,
-    "count": CountTask,
-    "data-analysis": data_analysis_prompts,
-    "sql": sql_prompts,
-})

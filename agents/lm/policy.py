@@ -33,23 +33,6 @@ def model_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[
     return {"input_ids": input_ids.long(), "attention_mask": attention_mask, "position_ids": position_ids}
 
 
-def obs_to_left_padded(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_token_id: int
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Env observations (prefixes left-*aligned*, padding on the right) -> left-*padded* ``(n, P)`` batch with
-    ``P`` the longest prefix, as a KV-cached generation needs (every row's next token goes in the same column)."""
-    lengths = attention_mask.long().sum(-1)  # (n,)
-    width = int(lengths.max())
-    n = input_ids.shape[0]
-    out_ids = torch.full((n, width), pad_token_id, dtype=torch.long, device=input_ids.device)
-    out_mask = torch.zeros((n, width), dtype=torch.long, device=input_ids.device)
-    cols = torch.arange(width, device=input_ids.device)
-    src = cols[None, :] - (width - lengths[:, None])  # (n, P): source column, negative on padding
-    valid = src >= 0
-    out_ids[valid] = input_ids[valid.nonzero(as_tuple=True)[0], src[valid]]
-    out_mask[valid] = 1
-    return out_ids, out_mask
-
-
 def load_causal_lm(model: str | Path | nn.Module | None, dtype: torch.dtype | None = None) -> nn.Module:
     """A causal LM from a hub id, a local folder, a model object, or ``None`` (the embedded default model).
 

@@ -129,8 +129,11 @@ class RLHFConfig:
     """adapt kl_coef towards kl_target (Ziegler et al. 2019's controller); False keeps it fixed"""
     kl_target: float = 2.0
     """target KL per sequence (nats) for the adaptive controller"""
-    kl_horizon: int = 10000
-    """horizon of the adaptive controller in samples (Ziegler et al. 2019)"""
+    kl_horizon: int | None = None
+    """horizon of the adaptive controller in samples (Ziegler et al. 2019): each iteration multiplies kl_coef by
+    1 + clip(KL/target - 1, -0.2, 0.2) * num_envs / kl_horizon. None: num_envs (one iteration), so kl_coef moves
+    by a factor of up to 1.2 an iteration, on the time scale of a short run; Ziegler's 10000 suits millions of
+    samples (with 64 an iteration it moved kl_coef by a factor of 1.0013 at most)"""
     score_norm: str = "none"
     """'none'; 'batch' whitens scores over the batch; 'running' divides by a running std (Ziegler et al.
     normalise the reward model's scale)"""
@@ -246,9 +249,14 @@ def rlhf_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_
 
 
 class AdaptiveKLController:
-    """Ziegler et al. 2019, section 2.2: ``beta *= 1 + clip(KL/target - 1, -0.2, 0.2) * n / horizon``."""
+    """Ziegler et al. 2019, section 2.2: ``beta *= 1 + clip(KL/target - 1, -0.2, 0.2) * n / horizon``, a
+    proportional rule on log(beta). ``n`` samples were used for the KL; the trainer's horizon defaults to one
+    iteration's samples (``RLHFConfig.kl_horizon``), so beta changes by up to 20% per iteration."""
 
     def __init__(self, init: float, target: float, horizon: int) -> None:
+        if target <= 0 or horizon <= 0:
+            raise ValueError(f"the adaptive KL controller needs target > 0 and horizon > 0, got target={target}, "
+                             f"horizon={horizon}")
         self.value, self.target, self.horizon = float(init), float(target), int(horizon)
 
     def update(self, current_kl: float, n_steps: int) -> None:
@@ -374,9 +382,8 @@ class RLHFTrainer:
         self.policy = CausalLMPolicy(model if model is not None else cfg.model, temperature=cfg.temperature,
                                      separate_critic=cfg.separate_critic, value_head_init=cfg.value_head_init)
         self.env = env if env is not None else self.make_env()
-        base = self.env.env
-        self.policy.vocab_size = int(base.vocab_size)
-        self.policy.check_action_size(base.action_size)
+        self.policy.vocab_size = int(self.env.vocab_size)
+        self.policy.check_action_size(self.env.action_size)
         if cfg.lora:
             apply_lora(self.policy, r=cfg.lora_r, alpha=cfg.lora_alpha)
             self.ref_model = None  # the reference: the same weights with the adapter disabled (saves a copy)
@@ -393,8 +400,8 @@ class RLHFTrainer:
         self.train_policy: Any = self.policy
         if self.dist.distributed:
             self.train_policy, self.optimizer = self.dist.prepare_policy(self.policy, self.optimizer)
-        self.kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl
-                       else FixedKLController(cfg.kl_coef))
+        self.kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon or cfg.num_envs)
+                       if cfg.adaptive_kl else FixedKLController(cfg.kl_coef))
         self.moments = RunningMoments()
         self.generator = torch.Generator().manual_seed(cfg.seed)  # minibatch order
         # token sampling when collect() gets no row seeds (training rollouts seed each env: sampling_seed)
@@ -514,7 +521,7 @@ class RLHFTrainer:
         part_rows = torch.tensor([[i["score_parts"][k] for k in part_names] for i in r.infos],
                                  device=r.scores.device).reshape(len(r.infos), len(part_names))  # (N, K)
         if self.gold_scorer is not None:  # the same completions under the gold scorer: one more column
-            env = self.env.env
+            env = self.env
             samples = [env.make_sample(p, env.encode_prompt(p), ids[m.bool()].tolist())
                        for p, ids, m in zip(self.env.prompts, r.completion_ids, r.completion_mask)]
             gold = torch.as_tensor(score_batch(self.gold_scorer, samples)[0], dtype=torch.float32)

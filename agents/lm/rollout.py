@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.lm.policy import CausalLMPolicy, model_inputs, obs_to_left_padded
+from agents.lm.policy import CausalLMPolicy, model_inputs
+from textgym.envs.layout import obs_to_left_padded
 
 
 @dataclass
@@ -102,16 +103,15 @@ def rollout(policy: CausalLMPolicy, env: Any, *, prompts: list[Any] | None = Non
     ``prompts`` (optional) go to ``env.reset(options={"prompts": prompts})``; ``generator`` drives sampling
     (:func:`sample_tokens`): one generator, or one CPU generator per row (each row's tokens from its own).
     """
-    base = env.env  # the TextGenEnv holding tokenizer, budget and ids
-    policy.check_action_size(base.action_size)
+    policy.check_action_size(env.action_size)
     device = policy.value_head.weight.device
     options = {"prompts": list(prompts)} if prompts is not None else None
     obs, _ = env.reset(seed=seed, options=options)
     ids = torch.as_tensor(np.asarray(obs["input_ids"]), device=device)
     mask = torch.as_tensor(np.asarray(obs["attention_mask"]), device=device)
-    prompt_ids, prompt_mask = obs_to_left_padded(ids, mask, base.pad_token_id)  # (N, P)
-    N, T_max = prompt_ids.shape[0], int(base.max_new_tokens)
-    pad, eos = int(base.pad_token_id), int(base.eos_token_id)
+    prompt_ids, prompt_mask = obs_to_left_padded(ids, mask, env.pad_token_id)  # (N, P)
+    N, T_max = prompt_ids.shape[0], int(env.max_new_tokens)
+    pad, eos = int(env.pad_token_id), int(env.eos_token_id)
 
     actions = torch.full((N, T_max), pad, dtype=torch.long, device=device)
     logprobs = torch.zeros((N, T_max), device=device)
@@ -171,11 +171,11 @@ def rollout(policy: CausalLMPolicy, env: Any, *, prompts: list[Any] | None = Non
         values = values * comp_mask
     lengths = comp_mask.sum(-1)
     last = completion_ids.gather(1, (lengths - 1).clamp_min(0)[:, None]).squeeze(1)
-    tok = base.tokenizer
+    tok = env.tokenizer
     prompt_texts = [tok.decode(prompt_ids[i][prompt_mask[i].bool()].tolist()) for i in range(N)]
     completions = [tok.decode(completion_ids[i][comp_mask[i].bool()].tolist()) for i in range(N)]
     return Rollout(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
                    completion_mask=comp_mask, logprobs=logprobs, values=values, env_rewards=env_rewards,
-                   scores=env_rewards.sum(-1), ended_with_eos=torch.isin(last, torch.tensor(base.eos_token_ids,
+                   scores=env_rewards.sum(-1), ended_with_eos=torch.isin(last, torch.tensor(env.eos_token_ids,
                                                                                 device=device)) & (lengths > 0),
                    prompts=prompt_texts, completions=completions, infos=final_infos)

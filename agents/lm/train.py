@@ -6,19 +6,22 @@ Writes ``DIR/config.json``, ``DIR/metrics.csv`` (one row per iteration: ``reward
 ``kl``, ``entropy``, ``train/*``, ``rlhf/*``), TensorBoard events in ``DIR/tb``, ``DIR/plot.png`` (reward, KL
 to the reference, entropy, value loss per iteration), ``DIR/samples.md`` (greedy completions before and
 after), ``DIR/checkpoint/`` (atomic, for ``--resume``) and ``DIR/final/`` (``save_pretrained`` export that
-plain transformers loads). Every field of :class:`agents.lm.rlhf.RLHFConfig` is a flag (``--ppo.n-epochs``...).
+plain transformers loads). Every field of :class:`agents.lm.rlhf.RLHFConfig` is a flag (``--ppo.n-epochs``...);
+``--config run.yaml`` (or ``.toml``, or a run's ``config.json``) sets fields from a file, and flags override it.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from textgym.config import add_dataclass_args, dataclass_from_args
+from agents.config import add_config_arg, add_dataclass_args, dataclass_from_args
 
 PLOT_KEYS = ("reward_mean", "kl", "entropy", "train/value_loss")
 
@@ -27,21 +30,66 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from agents.lm.rlhf import RLHFConfig
 
     add_dataclass_args(parser, RLHFConfig)
+    add_config_arg(parser, RLHFConfig)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint (same config required)")
 
 
 def _truncate_csv(path: Path, last_step: int) -> None:
-    """Drop rows logged after the checkpoint (they will be computed again)."""
-    if not path.exists() or path.stat().st_size == 0:
+    """Keep the header and the rows up to ``last_step``: rows logged after the checkpoint are computed again,
+    and a line a kill cut short (no newline at its end) is dropped. Rewritten atomically, so a kill here loses
+    nothing."""
+    from agents.atomic import atomic_write_text
+
+    if not path.exists():
         return
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        fields, rows = reader.fieldnames or ["step"], [r for r in reader if int(float(r["step"])) <= last_step]
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
+    text = path.read_text()
+    text = text[: text.rfind("\n") + 1]  # whole lines only
+    reader = csv.DictReader(text.splitlines())
+    if reader.fieldnames is None:  # empty, or a header cut short
+        atomic_write_text(path, "")
+        return
+    rows = [r for r in reader if int(float(r["step"])) <= last_step]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=reader.fieldnames)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _rebuild_tensorboard(out: Path) -> None:
+    """Rewrite ``out/tb`` from ``metrics.csv`` (already truncated to the checkpoint) on resume, so the events a
+    killed run logged after its checkpoint are not shown twice. The scalars are exactly the CSV's, as
+    :class:`agents.logger.MetricsLogger` logs them (the wall times are those of the rewrite). The new folder is
+    written beside and swapped in; a kill meanwhile leaves CSV and checkpoint as they were, and the next
+    resume rewrites it again."""
+    import math
+    import shutil
+    import tempfile
+
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return
+    for stale in out.glob(".tb-tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tb-tmp-", dir=out))
+    writer = SummaryWriter(log_dir=str(tmp))
+    csv_path = out / "metrics.csv"
+    for row in (csv.DictReader(csv_path.open(newline="")) if csv_path.exists() else []):
+        step = int(float(row["step"]))
+        for k, v in row.items():
+            if k != "step" and v not in (None, "") and math.isfinite(float(v)):
+                writer.add_scalar(k, float(v), step)
+    writer.close()
+    tb = out / "tb"
+    if tb.exists():
+        trash = Path(tempfile.mkdtemp(prefix=".tb-tmp-", dir=out))
+        os.replace(tb, trash)
+        os.replace(tmp, tb)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, tb)
 
 
 def _samples(trainer: Any, n: int) -> list[dict[str, Any]]:
@@ -68,20 +116,25 @@ def _write_samples_md(path: Path, before: list[dict[str, Any]], after: list[dict
 
 
 def _check_out(cfg: Any, resume: bool) -> str | None:
-    """Why ``cfg.out`` cannot be used (None if it can): nothing to resume, another config, a run already there."""
+    """Why ``cfg.out`` cannot be used (None if it can): nothing to resume, another config, a run already there.
+
+    ``--resume`` of a run killed before its first checkpoint (``config.json`` is there) starts it again."""
     from agents.lm.checkpoint import find_checkpoint
     from agents.lm.rlhf import config_differences
 
     out = Path(cfg.out)
     ckpt = find_checkpoint(out)
     if resume:
-        if ckpt is None:
-            return f"--resume: no checkpoint in {out}; run without --resume to start a new run there"
+        if ckpt is None and not (out / "config.json").exists():
+            return f"--resume: no run in {out} (no checkpoint, no config.json); run without --resume to start one"
         saved = json.loads((out / "config.json").read_text())
         diffs = config_differences(saved, cfg)
         if diffs:
+            hint = (" Runs made before kl_horizon's default became one iteration (None) saved kl_horizon 10000: "
+                    "pass --kl-horizon 10000 to resume one as it ran." if saved.get("kl_horizon") == 10000 and
+                    cfg.kl_horizon is None else "")
             return (f"--resume: {out} holds a run with another config ({'; '.join(diffs)}). Pass the same flags as "
-                    "that run (only --iterations and where/how it runs may change), or another --out.")
+                    f"that run (only --iterations and where/how it runs may change), or another --out.{hint}")
     elif ckpt is not None or (out / "metrics.csv").exists():
         return f"{out} already holds a run; pass --resume to continue it, or choose another --out"
     return None
@@ -94,14 +147,24 @@ def run(cfg: Any, resume: bool = False, model: Any = None) -> int:
     all stop on the same error), writes config, logs, plot, samples and the export; every process takes part in
     the checkpoint (:meth:`agents.distributed.Dist.save_state`: one file with every rank's RNG state).
     """
+    from agents.lm.rlhf import make_dist, validate
+
+    validate(cfg)
+    dist = make_dist(cfg)
+    try:
+        return _run(cfg, resume, model, dist)
+    finally:  # on every path, errors included: a process group left to interpreter exit can abort it (SIGABRT)
+        dist.end()
+
+
+def _run(cfg: Any, resume: bool, model: Any, dist: Any) -> int:
+    from agents.atomic import atomic_write_text
     from agents.lm.checkpoint import find_checkpoint
-    from agents.lm.rlhf import RLHFTrainer, make_dist, validate, write_config
+    from agents.lm.rlhf import RLHFTrainer, config_dict
     from agents.logger import MetricsLogger, plot_metrics
     from textgym._optional import require
 
-    validate(cfg)
     out = Path(cfg.out)
-    dist = make_dist(cfg)
     problem = dist.broadcast_object(_check_out(cfg, resume) if dist.is_main else None)
     if problem is not None:
         raise ValueError(problem)
@@ -109,16 +172,21 @@ def run(cfg: Any, resume: bool = False, model: Any = None) -> int:
     trainer = RLHFTrainer(cfg, model=model, dist=dist)
     before_path = out / "samples_before.json"
     if resume:
-        state, rank_state = dist.load_state(out, map_location="cpu")  # same number of processes, or error
-        trainer.load_state_dict(state, rank_state)
+        ckpt = find_checkpoint(out)  # None: killed before its first checkpoint, so it starts again
+        if ckpt is not None:
+            state, rank_state = dist.load_state(out, map_location="cpu")  # same number of processes, or error
+            trainer.load_state_dict(state, rank_state)
         if dist.is_main:
             _truncate_csv(out / "metrics.csv", trainer.iteration)
-        dist.print(f"resuming {out} from iteration {trainer.iteration} ({find_checkpoint(out)})", file=sys.stderr)
+            if cfg.tensorboard or (out / "tb").exists():
+                _rebuild_tensorboard(out)
+        dist.print(f"resuming {out} from iteration {trainer.iteration} ({ckpt or 'no checkpoint yet'})",
+                   file=sys.stderr)
     elif dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        write_config(out / "config.json", cfg)
-    if dist.is_main and not before_path.exists():
-        before_path.write_text(json.dumps(_samples(trainer, cfg.n_samples), indent=1))
+        atomic_write_text(out / "config.json", json.dumps(config_dict(cfg), indent=2) + "\n")
+    if dist.is_main and not before_path.exists():  # every file a resume reads is written atomically
+        atomic_write_text(before_path, json.dumps(_samples(trainer, cfg.n_samples), indent=1))
     before = json.loads(before_path.read_text()) if dist.is_main else []
 
     tqdm = require("tqdm", "the progress bar").tqdm
@@ -155,14 +223,13 @@ def run(cfg: Any, resume: bool = False, model: Any = None) -> int:
             plot_metrics(out / "metrics.csv", keys, out / "plot.png", title=f"RLHF on {cfg.task}")
         after = _samples(trainer, cfg.n_samples)
         _write_samples_md(out / "samples.md", before, after, f"RLHF on {cfg.task}: samples")
-        hf_tok = getattr(trainer.env.env.tokenizer, "hf", None)
+        hf_tok = getattr(trainer.env.tokenizer, "hf", None)
         trainer.policy.save_pretrained(out / "final", tokenizer=hf_tok)
         print(f"wrote {out}/metrics.csv, plot.png, samples.md, checkpoint/, final/", file=sys.stderr)
         summary = reward_summary(out / "metrics.csv")
         if summary:
             print(summary, file=sys.stderr)
     dist.barrier()
-    dist.end()
     return 0
 
 

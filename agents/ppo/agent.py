@@ -522,11 +522,18 @@ class PPOAgent:
     def save(self, path: str | Path) -> Path:
         """Write ``path/model.safetensors`` (policy weights), ``path/config.json`` (config, env, counters) and
         ``path/optimizer.pt`` (Adam state and RNG states, for :meth:`load` + ``learn(reset_num_timesteps=False)``).
+        Atomic: the three files are written to a temporary folder beside ``path`` and swapped in
+        (:func:`agents.atomic.replace_dir`), so a kill leaves the previous save or this one, never a mix.
         """
+        import tempfile
+
         from safetensors.torch import save_file
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        from agents.atomic import replace_dir
+
+        final = Path(path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
         save_file({k: v.detach().cpu().contiguous() for k, v in self.policy.state_dict().items()},
                   str(path / "model.safetensors"))
         meta = {"format": "textgym-ppo/1", "env_id": self.env_id, "env_kwargs": self.env_kwargs,
@@ -534,7 +541,7 @@ class PPOAgent:
         (path / "config.json").write_text(json.dumps(meta, indent=2, default=str))
         torch.save({"optimizer": self.optimizer.state_dict(), "sample_gen": self.sample_gen.get_state(),
                     "batch_gen": self.batch_gen.get_state(), "episodes": self.episodes}, path / "optimizer.pt")
-        return path
+        return replace_dir(path, final)
 
     @classmethod
     def load(cls, path: str | Path, env: str | Callable[[], gym.Env] | gym.vector.VectorEnv | None = None,
@@ -542,7 +549,9 @@ class PPOAgent:
         """Rebuild an agent saved by :meth:`save` (on the saved env id unless ``env`` is given)."""
         from safetensors.torch import load_file
 
-        path = Path(path)
+        from agents.atomic import existing_dir
+
+        path = existing_dir(path)  # the previous save, if a kill came in the middle of replacing it
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"{path} has no config.json; is it a folder written by PPOAgent.save?")
         meta = json.loads((path / "config.json").read_text())

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import textgym
 from tests.envs.helpers import PROMPTS, RatingsScorer, toy_env
 from textgym.envs.text_gen import TextGenEnv
+from textgym.envs.vector import BatchedTextGenEnv
 from textgym.tokenizers import WordTokenizer
 
 ALL_IDS = list(textgym.TASKS)
@@ -189,7 +190,7 @@ def test_render_modes(capsys):
     human.step(0)
     assert capsys.readouterr().out == "ca\u2502\nca\u2502a\n"
     with pytest.raises(ValueError, match="render_mode must be one of"):
-        toy_env(render_mode="rgb_array")
+        toy_env(render_mode="rgb")  # (rgb_array is supported: tests/envs/test_render.py)
 
 
 def test_callable_action_mask():
@@ -280,7 +281,7 @@ def test_bad_config():
 
 
 def test_make_sample_takes_numpy_ids_and_equals_a_plain_sample():
-    """make_sample turns any ints into Python ints; the envs' fast constructor builds a Sample equal to (and as
+    """make_sample turns any ints into Python ints; the envs build a Sample equal to (and as
     immutable as) one made by the dataclass's own __init__."""
     from textgym.core import Prompt, Sample
 
@@ -294,3 +295,27 @@ def test_make_sample_takes_numpy_ids_and_equals_a_plain_sample():
     assert len(s.tokens) == 2
     with pytest.raises(AttributeError):
         s.completion = "x"  # frozen
+
+
+# -- reward_mode="token" refuses, at construction, a scorer that cannot score every step -----------------------
+TOKEN_KW = dict(tokenizer="char:abc>", prompts="gen:copy", max_new_tokens=5, reward_mode="token")
+
+
+@pytest.mark.parametrize("make", [TextGenEnv, lambda **kw: BatchedTextGenEnv(2, **kw)], ids=["single", "batched"])
+def test_token_mode_refuses_a_combined_scorer_with_a_non_token_part(make):
+    with pytest.raises(ValueError, match=r"reward_mode='token'.*scorer 'length' has no score_tokens method "
+                                         r"\(a part of the combined scorer 'combined'\)"):
+        make(scorer=["copy", "length"], **TOKEN_KW)
+    env = make(scorer=["copy", {"name": "token-ratings", "ratings": [0.5] * 4}], **TOKEN_KW)  # every part can
+    env.reset(seed=0)
+    env.step(np.zeros(2, dtype=np.int64) if isinstance(env, BatchedTextGenEnv) else 0)
+
+
+@pytest.mark.parametrize("make", [TextGenEnv, lambda **kw: BatchedTextGenEnv(2, **kw)], ids=["single", "batched"])
+def test_token_mode_refuses_the_human_scorer_before_the_first_step(make, tmp_path):
+    from textgym.human.store import RatingStore
+
+    with pytest.raises(ValueError, match="scorer 'human' scores finished samples only"):
+        make(scorer={"name": "human", "db": str(tmp_path / "r.db")}, **TOKEN_KW)
+    assert RatingStore(tmp_path / "r.db").samples() == []  # refused before anything was written
+    make(scorer={"name": "human", "db": str(tmp_path / "r.db")}, **{**TOKEN_KW, "reward_mode": "sequence"})

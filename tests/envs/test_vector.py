@@ -75,7 +75,7 @@ def test_spaces_match_sync():
     assert batched.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
     obs, _ = batched.reset(seed=0)
     assert obs in batched.observation_space
-    assert obs["input_ids"].shape == (N, batched.env.max_length) and obs["input_ids"].dtype == np.int64
+    assert obs["input_ids"].shape == (N, batched.max_length) and obs["input_ids"].dtype == np.int64
 
 
 def test_disabled_mode_rollout_until_all_done():
@@ -102,7 +102,7 @@ def test_disabled_mode_rollout_until_all_done():
     lengths = env.lengths - env.prompt_lengths
     assert ((lengths >= 1) & (lengths <= 5)).all()
     for i in range(N):
-        np.testing.assert_array_equal(env.attention_mask[i], np.arange(env.env.max_length) < env.lengths[i])
+        np.testing.assert_array_equal(env.attention_mask[i], np.arange(env.max_length) < env.lengths[i])
     # stepping again changes nothing
     obs2, rewards, term, _, info = env.step(np.zeros(N, dtype=np.int64))
     assert term.all() and (rewards == 0).all() and info == {}
@@ -158,7 +158,7 @@ def test_pickle_round_trip_mid_episode():
 def test_from_env_and_from_id_and_make_vec():
     base = toy_env(reward_mode="token")
     env = BatchedTextGenEnv.from_env(gym.wrappers.PassiveEnvChecker(base), 2)
-    assert env.env is base and env.num_envs == 2
+    assert env.tokenizer is base.tokenizer and env.scorer is base.scorer and env.num_envs == 2
     with pytest.raises(TypeError, match="TextGenEnv"):
         BatchedTextGenEnv.from_env(gym.make("CartPole-v1"), 2)
     with pytest.raises(ValueError, match="unknown textgym env id"):
@@ -206,3 +206,39 @@ def test_make_vec_uses_batched_env():
     assert isinstance(env, BatchedTextGenEnv) and env.num_envs == 3
     obs, _ = env.reset(seed=0)
     assert obs in env.observation_space
+
+
+def test_shared_config_reads_as_on_the_single_env_and_the_inner_env_is_private():
+    single = toy_env(reward_mode="token")
+    env = BatchedTextGenEnv.from_env(single, 3)
+    for name in ("tokenizer", "scorer", "prompt_source", "reward_mode", "stop_strings", "max_new_tokens",
+                 "max_prompt_tokens", "max_length", "vocab_size", "action_size", "eos_token_id", "pad_token_id"):
+        assert getattr(env, name) is getattr(single, name), name
+    assert not hasattr(env, "env")  # not gym.Wrapper.env: the batched env is no wrapper
+    with pytest.raises(AttributeError):
+        env.max_new_tokens = 3
+    s = env.make_sample(single.prompt_source.sample(np.random.default_rng(0)), [1, 2], [0])
+    assert s.completion_ids == (0,) and s.finished
+
+
+def test_every_bad_action_id_is_refused_in_every_dtype_and_subset():
+    """Negative ids, padding ids and ids past the action space raise, naming the env, whatever the dtype; valid
+    ones of any integer dtype step. (The uint64-view range check this replaced let -1 through: numpy 2 casts a
+    uint64 index back to intp, so -1 wrapped to the last id instead of raising.)"""
+    N = 5
+    env = BatchedTextGenEnv(N, autoreset_mode="disabled", **toy_kwargs(action_size=6))  # 4 ids, 2 padding ids
+    for v, why in [(-1, "outside the action space"), (-2**63, "outside the action space"), (4, "padding id"),
+                   (5, "padding id"), (6, "outside the action space"), (2**40, "outside the action space")]:
+        env.reset(seed=0)
+        with pytest.raises(ValueError, match=rf"actions\[4\]: action {v} .*{why}"):
+            env.step(np.array([0, 1, 2, 0, v]))
+        assert env.lengths.tolist() == env.prompt_lengths.tolist()  # nothing was written
+    env.reset(seed=0)
+    env.step(np.array([0, 1, 2, 3, 3]))  # envs 3 and 4 end (EOS); a bad id for an ended env is not read
+    env.step(np.array([1, 1, 1, -1, 99]))
+    with pytest.raises(ValueError, match=r"actions\[2\]: action -1"):
+        env.step(np.array([0, 0, -1, 0, 0]))
+    for dt in (np.int8, np.uint8, np.int32, np.uint64):
+        env.reset(seed=0)
+        env.step(np.array([3, 2, 1, 0, 1], dtype=dt))
+        assert env.done.tolist() == [True, False, False, False, False]

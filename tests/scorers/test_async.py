@@ -210,7 +210,7 @@ def test_pipeline_scores_a_vector_env_rollout_like_the_env_does():
     N, seed = 6, 3
     sync_env = BatchedTextGenEnv(N, autoreset_mode="disabled", **toy_kwargs(scorer=CountScorer(), max_new_tokens=5))
     env = BatchedTextGenEnv(N, autoreset_mode="disabled", **toy_kwargs(scorer=ZeroScorer(), max_new_tokens=5))
-    base = env.env
+    base = env
     eos = base.eos_token_id
     rng = np.random.default_rng(0)
     env.reset(seed=seed)

@@ -13,8 +13,9 @@ from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
 from textgym.core import Prompt, Sample
+from textgym.envs.render import ansi_text, text_frame
 from textgym.prompts import PromptSource, load_prompts
-from textgym.scorers import Scorer, make_scorer, score_batch_details, score_tokens_batch
+from textgym.scorers import Scorer, make_scorer, score_batch_details, score_tokens_batch, token_scoring_problem
 from textgym.tokenizers import Tokenizer, encode_prompt, eos_token_ids, has_chat_template, make_tokenizer
 
 REWARD_MODES = ("sequence", "token")
@@ -110,14 +111,15 @@ class TextGenEnv(gym.Env[dict, int]):
       that scorers and infos see stays the raw text.
     - ``action_size``: size of the action space (>= the tokenizer's vocabulary).
     - ``action_mask``: None, ``"vocab"``, or ``callable(prompt: Prompt, completion_ids) -> bool array``.
-    - ``render_mode``: ``"ansi"`` (returns a string) or ``"human"`` (prints it).
+    - ``render_mode``: ``"ansi"`` (returns a string), ``"human"`` (prints it) or ``"rgb_array"`` (the prefix
+      drawn as an ``(H, W, 3)`` uint8 image, for ``RecordVideo`` and SB3's ``make_vec_env``; needs Pillow).
 
     ## Version History
 
-    - v0: initial version.
+    - v0: initial version (``render_mode="rgb_array"`` added later; the dynamics are unchanged).
     """
 
-    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi", "human", "rgb_array"], "render_fps": 4}
 
     def __init__(
         self,
@@ -135,18 +137,7 @@ class TextGenEnv(gym.Env[dict, int]):
         chat_template: bool | str = False,
         render_mode: str | None = None,
     ) -> None:
-        if not isinstance(max_new_tokens, (int, np.integer)) or isinstance(max_new_tokens, bool) \
-                or max_new_tokens <= 0:
-            raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-        if reward_mode not in REWARD_MODES:
-            raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, "
-                             f"got {render_mode!r}")
-        if isinstance(stop_strings, str):
-            stop_strings = (stop_strings,)
-        if any(not (isinstance(s, str) and s or isinstance(s, re.Pattern) and s.pattern) for s in stop_strings):
-            raise ValueError(f"stop_strings must be non-empty strings or compiled patterns, got {stop_strings!r}")
+        stop_strings = self._check_arguments(max_new_tokens, reward_mode, render_mode, stop_strings)
         if chat_template not in (True, False, "auto"):
             raise ValueError(f"chat_template must be True, False or 'auto', got {chat_template!r}")
 
@@ -158,9 +149,10 @@ class TextGenEnv(gym.Env[dict, int]):
         self.chat_template = has_chat_template(self.tokenizer) if chat_template == "auto" else bool(chat_template)
         self.prompt_source = load_prompts(prompts, **(prompt_kwargs or {}))
         self.scorer: Scorer = make_scorer(scorer)
-        if reward_mode == "token" and not hasattr(self.scorer, "score_tokens"):
-            raise ValueError(f"reward_mode='token' needs a per-token scorer (with score_tokens); scorer "
-                             f"{getattr(self.scorer, 'name', self.scorer)!r} has none. Use reward_mode='sequence'.")
+        why = token_scoring_problem(self.scorer) if reward_mode == "token" else None
+        if why is not None:
+            raise ValueError(f"reward_mode='token' needs a per-token scorer that scores partial completions; {why}. "
+                             "Use reward_mode='sequence', or a scorer with score_tokens.")
         self.reward_mode = reward_mode
         self.stop_strings = tuple(stop_strings)
         self.render_mode = render_mode
@@ -202,6 +194,24 @@ class TextGenEnv(gym.Env[dict, int]):
         self._length = 0  # prefix length
         self._done: bool | None = None  # None: never reset
         self._last_info: dict[str, Any] = {}
+
+    @classmethod
+    def _check_arguments(cls, max_new_tokens: Any, reward_mode: Any, render_mode: Any,
+                         stop_strings: str | Sequence[str | re.Pattern]) -> tuple[str | re.Pattern, ...]:
+        """Raise ``ValueError`` for arguments that cannot work (before anything is loaded); the stop strings."""
+        if not isinstance(max_new_tokens, (int, np.integer)) or isinstance(max_new_tokens, bool) \
+                or max_new_tokens <= 0:
+            raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+        if reward_mode not in REWARD_MODES:
+            raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
+        if render_mode is not None and render_mode not in cls.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {cls.metadata['render_modes']} or None, "
+                             f"got {render_mode!r}")
+        if isinstance(stop_strings, str):
+            stop_strings = (stop_strings,)
+        if any(not (isinstance(s, str) and s or isinstance(s, re.Pattern) and s.pattern) for s in stop_strings):
+            raise ValueError(f"stop_strings must be non-empty strings or compiled patterns, got {stop_strings!r}")
+        return tuple(stop_strings)
 
     # -- helpers shared with the batched vector env ------------------------------------------------------
     def encode_prompt(self, prompt: Prompt) -> tuple[int, ...]:
@@ -251,8 +261,8 @@ class TextGenEnv(gym.Env[dict, int]):
     def _sample(self, prompt: Prompt, prompt_ids: tuple[int, ...], ids: tuple[int, ...],
                 finished: bool = True) -> Sample:
         """:meth:`make_sample` for ids that are already tuples of Python ints (the envs' hot path)."""
-        return Sample._trusted(prompt.text, self.tokenizer.decode(ids), prompt_ids, ids,
-                               tuple(map(self._token_texts.__getitem__, ids)), prompt.meta, finished)
+        return Sample(prompt.text, self.tokenizer.decode(ids), prompt_ids, ids,
+                      tuple(map(self._token_texts.__getitem__, ids)), prompt.meta, finished)
 
     def check_action(self, action: Any) -> int:
         try:
@@ -355,17 +365,17 @@ class TextGenEnv(gym.Env[dict, int]):
     def _obs(self) -> dict[str, np.ndarray]:
         return {"input_ids": self._input_ids.copy(), "attention_mask": self._attention_mask.copy()}
 
-    def render(self) -> str | None:
+    def render(self) -> str | np.ndarray | None:
         if self.render_mode is None:
-            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'human'")
+            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi', 'human' or 'rgb_array'")
             return None
-        if self._prompt is None:
-            text = "<not reset>"
-        else:
-            completion = self.tokenizer.decode(self._completion)
-            text = f"{self._prompt.text}\u2502{completion}"  # │ marks where the completion starts
-            if self._done:
-                text += f"  [{self._last_info.get('end_reason')}, score={self._last_info.get('score', 0):.3f}]"
+        prompt = None if self._prompt is None else self._prompt.text
+        completion = self.tokenizer.decode(self._completion) if self._prompt is not None else ""
+        status = (f"[{self._last_info.get('end_reason')}, score={self._last_info.get('score', 0):.3f}]"
+                  if self._done else "")
+        if self.render_mode == "rgb_array":
+            return text_frame(prompt, completion, status)
+        text = ansi_text(prompt, completion, status)
         if self.render_mode == "ansi":
             return text
         print(text)

@@ -4,7 +4,7 @@ Gymnasium's ``SyncVectorEnv`` over :class:`~textgym.envs.text_gen.TextGenEnv` st
 by one and calls the scorer once per finished episode. This env holds the N prefixes as ``(N, L)`` arrays,
 writes the N actions with one fancy-indexing assignment, and calls the scorer once per step for all the
 episodes that ended in it (and, in ``reward_mode="token"``, once per step for all active episodes). The
-prompts, ids, samples, action checks and stop strings come from one :class:`TextGenEnv` (``.env``), so the
+prompts, ids, samples, action checks and stop strings come from one inner :class:`TextGenEnv`, so the
 two envs cannot drift apart: with the same seeds and actions they return the same observations, rewards,
 terminations and infos (``tests/envs/test_vector.py`` checks it).
 """
@@ -22,6 +22,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from textgym.core import Prompt, Sample
+from textgym.envs.render import ansi_text, text_frame
 from textgym.envs.text_gen import TextGenEnv
 from textgym.scorers import score_batch_details, score_tokens_batch
 
@@ -35,6 +36,11 @@ def _read_only(a: np.ndarray) -> np.ndarray:
     v = a.view()
     v.flags.writeable = False
     return v
+
+
+def _shared(name: str, doc: str) -> property:
+    """A read-only attribute of the inner :class:`TextGenEnv` (the config the N envs share)."""
+    return property(lambda self: getattr(self._env, name), doc=doc)
 
 
 class BatchedTextGenEnv(gym.vector.VectorEnv):
@@ -68,10 +74,13 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
     ## Read-only views
 
     ``prompt_lengths`` (N,), ``lengths`` (N,) prefix lengths, ``done`` (N,) bool, ``scores`` (N,) float64 (NaN
-    until the episode ends), ``input_ids``/``attention_mask`` (N, L); ``env`` is the :class:`TextGenEnv`
-    holding tokenizer, scorer and config. Infos follow Gymnasium's vector convention (arrays plus ``"_key"``
-    masks); at an episode's end they carry ``prompt``, ``completion``, ``score``, ``score_parts``,
-    ``end_reason`` and ``completion_length``.
+    until the episode ends), ``input_ids``/``attention_mask`` (N, L). The config shared by the N envs reads as
+    on :class:`TextGenEnv`: ``tokenizer``, ``scorer``, ``prompt_source``, ``reward_mode``, ``stop_strings``,
+    ``max_new_tokens``, ``max_prompt_tokens``, ``max_length``, ``vocab_size``, ``action_size``,
+    ``eos_token_id``, ``pad_token_id``, and ``make_sample(...)`` builds a scorer's sample.
+
+    Infos follow Gymnasium's vector convention (arrays plus ``"_key"`` masks); at an episode's end they carry
+    ``prompt``, ``completion``, ``score``, ``score_parts``, ``end_reason`` and ``completion_length``.
     """
 
     def __init__(self, num_envs: int, *, autoreset_mode: str | AutoresetMode = "next_step",
@@ -109,7 +118,7 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
         if mode not in AUTORESET_MODES:
             raise ValueError(f"autoreset_mode must be 'next_step' or 'disabled', got {autoreset_mode!r} "
                              "('same_step' is not supported: use 'next_step')")
-        self.env = env
+        self._env = env
         self.num_envs = N = int(num_envs)
         self.autoreset_mode = mode
         self.metadata = {**env.metadata, "autoreset_mode": mode}
@@ -139,8 +148,7 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
         self._padded: dict[str, tuple[tuple[int, ...], np.ndarray]] = {}  # prompt text -> (ids, (L,) padded row)
         # per-step constants as (N,) arrays: numpy's array-array ops cost a fraction of array-scalar ones here
         self._ones = np.ones(N, dtype=np.int64)
-        # is_eos[token] for every valid id: indexing it with the actions (as uint64, so negative ids wrap to huge
-        # ones) both finds EOS and range-checks the actions (IndexError) in one operation
+        # is_eos[token] for every valid id: indexing it with the (checked) actions finds the EOS ones
         self._is_eos = np.zeros(env.vocab_size, dtype=bool)
         self._is_eos[list(env.eos_token_ids)] = True
         self._any_done = False  # is any env done? (kept in step/reset; saves a count on the hot path)
@@ -161,6 +169,31 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._make_views()
+
+    # -- the shared config (the inner TextGenEnv's) ---------------------------------------------------
+    tokenizer = _shared("tokenizer", "the :class:`~textgym.tokenizers.Tokenizer` (encode, decode, token_text)")
+    scorer = _shared("scorer", "the scorer that judges finished (and, in token mode, partial) samples")
+    prompt_source = _shared("prompt_source", "where the prompts are drawn from (a PromptSource)")
+    reward_mode = _shared("reward_mode", '``"sequence"`` or ``"token"``')
+    stop_strings = _shared("stop_strings", "strings that end an episode when the completion contains one")
+    max_new_tokens = _shared("max_new_tokens", "the completion budget in tokens")
+    max_prompt_tokens = _shared("max_prompt_tokens", "the longest prompt in tokens")
+    max_length = _shared("max_length", "``L = max_prompt_tokens + max_new_tokens``, the observation width")
+    vocab_size = _shared("vocab_size", "the tokenizer's vocabulary size: valid actions are ``0..vocab_size-1``")
+    action_size = _shared("action_size", "the size of each env's action space (>= vocab_size)")
+    eos_token_id = _shared("eos_token_id", "the tokenizer's EOS id (the first of ``eos_token_ids``)")
+    eos_token_ids = _shared("eos_token_ids", "every id that ends an episode (EOS and the generation config's)")
+    chat_template = _shared("chat_template", "whether prompts are wrapped in the tokenizer's chat template")
+    pad_token_id = _shared("pad_token_id", "the id that pads ``input_ids`` past each prefix")
+
+    def make_sample(self, prompt: Prompt, prompt_ids: Sequence[int], completion_ids: Sequence[int],
+                    finished: bool = True) -> Sample:
+        """A scorer's sample, as the env builds it (:meth:`TextGenEnv.make_sample`)."""
+        return self._env.make_sample(prompt, prompt_ids, completion_ids, finished)
+
+    def encode_prompt(self, prompt: Prompt) -> tuple[int, ...]:
+        """A prompt's ids, as the env encodes them (:meth:`TextGenEnv.encode_prompt`: chat template, BOS, budget)."""
+        return self._env.encode_prompt(prompt)
 
     # -- read-only views ------------------------------------------------------------------------------
     @property
@@ -239,7 +272,7 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
                     infos: dict[str, Any]) -> None:
         """Reset the envs ``idx`` (prompt ``prompts[i]`` if given, else drawn with env i's generator); the reset
         infos go into ``infos``."""
-        env = self.env
+        env = self._env
         texts, lengths, masks, rows = [], [], [], []
         prompts_, prompt_ids_, rngs = self._prompts, self._prompt_ids, self._rngs
         draw = prompts is None and not (options and "prompt" in options)  # the usual case: draw from the set
@@ -301,7 +334,7 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
                                           dict[str, Any]]:
         if not self._was_reset:
             raise ResetNeeded("call reset() before step()")
-        env, N = self.env, self.num_envs
+        env, N = self._env, self.num_envs
         rewards = np.zeros(N)
         infos: dict[str, Any] = {}
 
@@ -317,16 +350,8 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
                 return self._obs(), rewards, self._done.copy(), np.zeros(N, dtype=bool), infos
         else:
             idx = self._rows
-        a = np.asarray(actions)
-        if a.dtype.kind in "iu" and a.shape == (N,):  # the fast path of _check_actions
-            a = (a if idx is self._rows else a[idx]).astype(np.int64)  # (n,) a copy: the caller may reuse theirs
-        else:
-            a = self._check_actions(actions, idx)
-        try:
-            eos = self._is_eos[a.view(np.uint64)]  # (n,) and the range check: negative ids wrap to huge ones
-        except IndexError:
-            self._check_actions(actions, idx)  # raises, naming the first bad action
-            raise
+        a = self._check_actions(actions, idx)  # (n,) int64, every id a valid token
+        eos = self._is_eos[a]  # (n,)
 
         # append the tokens: one fancy-indexed write for all active envs
         # (through flat views: 1-D fancy indexing costs a fraction of 2-D fancy indexing at these sizes)
@@ -356,35 +381,8 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
             samples = self._samples(idx, pos, ended.tolist())
             rewards[idx] = [r[-1] for r in score_tokens_batch(env.scorer, samples)]
         if any_ended:
-            fin = idx[ended]
-            self._done[fin] = True
-            self._any_done = True
-            samples = self._samples(fin, pos[ended])
-            scores, parts, details = score_batch_details(env.scorer, samples)
-            if hasattr(env.prompt_source, "observe"):  # a curriculum widens its prompts on the results
-                env.prompt_source.observe(samples, parts)
-            self._scores[fin] = scores
-            if env.reward_mode == "sequence":
-                rewards[fin] = scores
-            if env.stop_strings:
-                why = ["eos" if e else "stop" if st else "budget"
-                       for e, st in zip(eos[ended].tolist(), stop[ended].tolist())]
-            else:
-                why = ["eos" if e else "budget" for e in eos[ended].tolist()]
-            # the same infos as TextGenEnv.step gives at an episode's end
-            self._put_info(infos, "prompt", fin, [x.prompt for x in samples], object)
-            self._put_info(infos, "completion", fin, [x.completion for x in samples], object)
-            self._put_info(infos, "score", fin, scores, np.float64)
-            sub: dict[str, Any] = infos.setdefault("score_parts", {})
-            for name, v in parts.items():
-                self._put_info(sub, name, fin, np.asarray(v, dtype=np.float64), np.float64)
-            infos["_score_parts"] = infos.get("_score_parts", np.zeros(N, dtype=bool))
-            infos["_score_parts"][fin] = True
-            self._put_info(infos, "end_reason", fin, why, object)
-            self._put_info(infos, "completion_length", fin, [len(x.completion_ids) for x in samples], np.int64)
-            for key in sorted({k for d in details for k in d}):  # the scorer's extra infos (sql_error)
-                has = np.array([key in d for d in details])
-                self._put_info(infos, key, fin[has], [d[key] for d in details if key in d], object)
+            stopped = stop[ended].tolist() if env.stop_strings else None
+            self._end_episodes(idx[ended], pos[ended], eos[ended].tolist(), stopped, rewards, infos)
         if env._action_mask_fn is not None:
             going = idx[~ended]
             if going.size:
@@ -396,10 +394,39 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
             self.render()
         return self._obs(), rewards, self._done.copy(), np.zeros(N, dtype=bool), infos
 
+    def _end_episodes(self, fin: np.ndarray, ends: np.ndarray, eos: list[bool], stopped: list[bool] | None,
+                      rewards: np.ndarray, infos: dict[str, Any]) -> None:
+        """The episodes of envs ``fin`` ended at prefix lengths ``ends`` (by EOS, a stop string or the budget):
+        score them in one scorer call, pay the score in sequence mode, and put TextGenEnv.step's end infos."""
+        env, N = self._env, self.num_envs
+        self._done[fin] = True
+        self._any_done = True
+        samples = self._samples(fin, ends)
+        scores, parts, details = score_batch_details(env.scorer, samples)
+        if hasattr(env.prompt_source, "observe"):  # a curriculum widens its prompts on the results
+            env.prompt_source.observe(samples, parts)
+        self._scores[fin] = scores
+        if env.reward_mode == "sequence":
+            rewards[fin] = scores
+        why = ["eos" if e else "stop" if st else "budget" for e, st in zip(eos, stopped or [False] * len(eos))]
+        self._put_info(infos, "prompt", fin, [x.prompt for x in samples], object)
+        self._put_info(infos, "completion", fin, [x.completion for x in samples], object)
+        self._put_info(infos, "score", fin, scores, np.float64)
+        sub: dict[str, Any] = infos.setdefault("score_parts", {})
+        for name, v in parts.items():
+            self._put_info(sub, name, fin, np.asarray(v, dtype=np.float64), np.float64)
+        infos["_score_parts"] = infos.get("_score_parts", np.zeros(N, dtype=bool))
+        infos["_score_parts"][fin] = True
+        self._put_info(infos, "end_reason", fin, why, object)
+        self._put_info(infos, "completion_length", fin, [len(x.completion_ids) for x in samples], np.int64)
+        for key in sorted({k for d in details for k in d}):  # the scorer's extra infos (sql_error)
+            has = np.array([key in d for d in details])
+            self._put_info(infos, key, fin[has], [d[key] for d in details if key in d], object)
+
     def _samples(self, idx: np.ndarray, ends: np.ndarray, finished: list[bool] | None = None) -> list[Sample]:
         """The scorer's samples of envs ``idx`` whose prefixes end at ``ends``: the completions from one gather +
         ``tolist`` (not one slice per env); ``finished`` per env (default: all finished)."""
-        env, prompts, prompt_ids = self.env, self._prompts, self._prompt_ids
+        env, prompts, prompt_ids = self._env, self._prompts, self._prompt_ids
         rows, starts = self._input_ids[idx].tolist(), self._prompt_lengths[idx].tolist()
         done = finished if finished is not None else [True] * len(rows)
         return [env._sample(prompts[i], prompt_ids[i], tuple(row[p:e]), f)
@@ -416,15 +443,16 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
         if a.dtype.kind not in "iu":
             for i in idx:
                 try:
-                    self.env.check_action(a[i].item() if a.dtype.kind != "O" else a[i])
+                    self._env.check_action(a[i].item() if a.dtype.kind != "O" else a[i])
                 except ValueError as e:
                     raise ValueError(f"actions[{i}]: {e}") from None
             raise ValueError(f"actions must be integer token ids, got dtype {a.dtype}")
-        a = (a if idx is self._rows else a[idx]).astype(np.int64, copy=True)  # a copy: the caller may reuse theirs
-        if np.count_nonzero(a.view(np.uint64) >= self.env.vocab_size):  # negative ids wrap to huge unsigned ones
-            j = int(np.flatnonzero((a < 0) | (a >= self.env.vocab_size))[0])
+        a = (a if idx is self._rows else a[idx]).astype(np.int64)  # a copy: the caller may reuse theirs
+        bad = (a < 0) | (a >= self._env.vocab_size)
+        if np.count_nonzero(bad):  # (count_nonzero costs a fraction of bad.any() on small arrays)
+            j = int(np.flatnonzero(bad)[0])
             try:
-                self.env.check_action(int(a[j]))
+                self._env.check_action(int(a[j]))
             except ValueError as e:
                 raise ValueError(f"actions[{idx[j]}]: {e}") from None
         return a
@@ -433,25 +461,23 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
         state = self._state.copy()  # one copy of ids + mask; the two arrays do not overlap
         return {"input_ids": state[0], "attention_mask": state[1]}
 
-    def render(self) -> tuple[str, ...] | None:
-        """``"ansi"``: one line per env (prompt│completion); ``"human"``: prints them."""
+    def render(self) -> tuple[str, ...] | tuple[np.ndarray, ...] | None:
+        """``"ansi"``: one line per env (prompt│completion); ``"rgb_array"``: one ``(H, W, 3)`` image per env (as
+        ``SyncVectorEnv`` gives); ``"human"``: prints the lines."""
         if self.render_mode is None:
-            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'human'")
+            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi', 'human' or 'rgb_array'")
             return None
-        lines = []
-        for i in range(self.num_envs):
-            p = self._prompts[i]
-            if p is None:
-                lines.append("<not reset>")
-                continue
-            text = f"{p.text}\u2502{self.env.tokenizer.decode(self.completion_ids(i))}"
-            if self._done[i]:
-                text += f"  [score={self._scores[i]:.3f}]"
-            lines.append(text)
+        parts = [(None, "", "") if p is None else  # (prompt, completion, status) per env
+                 (p.text, self._env.tokenizer.decode(self.completion_ids(i)),
+                  f"[score={self._scores[i]:.3f}]" if self._done[i] else "")
+                 for i, p in enumerate(self._prompts)]
+        if self.render_mode == "rgb_array":
+            return tuple(text_frame(*part) for part in parts)
+        lines = tuple(ansi_text(*part) for part in parts)
         if self.render_mode == "ansi":
-            return tuple(lines)
+            return lines
         print("\n".join(f"[{i}] {t}" for i, t in enumerate(lines)))
         return None
 
     def close_extras(self, **kwargs: Any) -> None:
-        self.env.close()
+        self._env.close()

@@ -60,6 +60,8 @@ class HumanScorer:
         on_wait: called as ``on_wait(rated, total)`` at each poll (a progress bar, a log line).
     """
 
+    scores_partial = False  # people rate finished samples: refused by the env's reward_mode="token"
+
     def __init__(self, db: str | Path | RatingStore = "ratings.db", rater: str | None = None,
                  timeout: float | None = 600.0, poll: float = 0.5, on_timeout: str = "error", default: float = 0.0,
                  run_id: str | None = None, model_id: str | None = None,

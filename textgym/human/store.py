@@ -446,40 +446,11 @@ class RatingStore:
                                   "score": None, "scale_min": None, "scale_max": None, "token_scores": None,
                                   "other_id": None, "preferred": None}
         if score is not None:
-            lo, hi = self.scale
-            s = _number(score, "score")
-            if not lo <= s <= hi:
-                raise RatingError(f"score must be within the scale {lo:g}..{hi:g}, got {s:g}")
-            values.update(kind="score", score=s, scale_min=lo, scale_max=hi)
+            values.update(self._score_values(score))
         elif token_scores is not None:
-            n = max(len(json.loads(row["completion_ids"])), len(json.loads(row["tokens"])))
-            if isinstance(token_scores, (str, bytes, Mapping)) or not isinstance(token_scores, Iterable):
-                raise RatingError("token_scores must be a list of numbers, one per completion token")
-            ts = [_number(v, "each token score") for v in token_scores]
-            if n == 0:
-                raise RatingError(f"sample {sample_id} has no tokens stored, so it cannot take per-token scores")
-            if len(ts) != n:
-                raise RatingError(f"token_scores has {len(ts)} values but sample {sample_id} has {n} tokens")
-            lo, hi = TOKEN_SCORE_RANGE
-            if not all(lo <= v <= hi for v in ts):
-                raise RatingError(f"each token score must be within {lo:g}..{hi:g}")
-            values.update(kind="tokens", token_scores=json.dumps(ts))
+            values.update(self._token_values(row, sample_id, token_scores))
         else:
-            if isinstance(other_id, bool) or not isinstance(other_id, int):
-                raise RatingError("a preference needs other_id (the id of the second sample) as an int")
-            if isinstance(preferred, bool) or not isinstance(preferred, int) or preferred not in (sample_id, other_id):
-                raise RatingError(f"preferred must be the id of one of the two samples ({sample_id} or {other_id}), "
-                                  f"got {preferred!r}")
-            if other_id == sample_id:
-                raise RatingError("a preference compares two different samples")
-            other = conn.execute("SELECT prompt FROM samples WHERE id = ?", (other_id,)).fetchone()
-            if other is None:
-                raise RatingError(f"unknown sample id {other_id}")
-            if other["prompt"] != row["prompt"]:
-                raise RatingError(f"samples {sample_id} and {other_id} have different prompts; a preference compares "
-                                  "two completions of the same prompt")
-            a, b = sorted((sample_id, other_id))  # one order per pair, so (a, b) and (b, a) are the same rating
-            values.update(kind="preference", sample_id=a, other_id=b, preferred=preferred)
+            values.update(self._preference_values(conn, row, sample_id, other_id, preferred))
         try:
             cur = conn.execute("INSERT INTO ratings(sample_id, rater, created, kind, score, scale_min, scale_max, "
                                "token_scores, other_id, preferred, retracted, uid) VALUES (:sample_id, :rater, "
@@ -491,6 +462,50 @@ class RatingStore:
             raise DuplicateRating(f"rater {rater!r} already rated sample {sample_id} ({values['kind']}); undo that "
                                   "rating first to change it") from None
         return self._to_rating(conn.execute("SELECT * FROM ratings WHERE id = ?", (cur.lastrowid,)).fetchone())
+
+    def _score_values(self, score: Any) -> dict[str, Any]:
+        """The columns of a scalar rating, checked against the store's scale."""
+        lo, hi = self.scale
+        s = _number(score, "score")
+        if not lo <= s <= hi:
+            raise RatingError(f"score must be within the scale {lo:g}..{hi:g}, got {s:g}")
+        return {"kind": "score", "score": s, "scale_min": lo, "scale_max": hi}
+
+    @staticmethod
+    def _token_values(row: sqlite3.Row, sample_id: int, token_scores: Any) -> dict[str, Any]:
+        """The columns of a per-token rating: one score in :data:`TOKEN_SCORE_RANGE` per stored token."""
+        n = max(len(json.loads(row["completion_ids"])), len(json.loads(row["tokens"])))
+        if isinstance(token_scores, (str, bytes, Mapping)) or not isinstance(token_scores, Iterable):
+            raise RatingError("token_scores must be a list of numbers, one per completion token")
+        ts = [_number(v, "each token score") for v in token_scores]
+        if n == 0:
+            raise RatingError(f"sample {sample_id} has no tokens stored, so it cannot take per-token scores")
+        if len(ts) != n:
+            raise RatingError(f"token_scores has {len(ts)} values but sample {sample_id} has {n} tokens")
+        lo, hi = TOKEN_SCORE_RANGE
+        if not all(lo <= v <= hi for v in ts):
+            raise RatingError(f"each token score must be within {lo:g}..{hi:g}")
+        return {"kind": "tokens", "token_scores": json.dumps(ts)}
+
+    @staticmethod
+    def _preference_values(conn: sqlite3.Connection, row: sqlite3.Row, sample_id: int, other_id: Any,
+                           preferred: Any) -> dict[str, Any]:
+        """The columns of a preference between two completions of the same prompt, the pair in one order."""
+        if isinstance(other_id, bool) or not isinstance(other_id, int):
+            raise RatingError("a preference needs other_id (the id of the second sample) as an int")
+        if isinstance(preferred, bool) or not isinstance(preferred, int) or preferred not in (sample_id, other_id):
+            raise RatingError(f"preferred must be the id of one of the two samples ({sample_id} or {other_id}), "
+                              f"got {preferred!r}")
+        if other_id == sample_id:
+            raise RatingError("a preference compares two different samples")
+        other = conn.execute("SELECT prompt FROM samples WHERE id = ?", (other_id,)).fetchone()
+        if other is None:
+            raise RatingError(f"unknown sample id {other_id}")
+        if other["prompt"] != row["prompt"]:
+            raise RatingError(f"samples {sample_id} and {other_id} have different prompts; a preference compares "
+                              "two completions of the same prompt")
+        a, b = sorted((sample_id, other_id))  # one order per pair, so (a, b) and (b, a) are the same rating
+        return {"kind": "preference", "sample_id": a, "other_id": b, "preferred": preferred}
 
     @staticmethod
     def _to_rating(row: sqlite3.Row) -> Rating:

@@ -9,12 +9,12 @@ without building it (command lines call it before loading anything heavy).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 from collections.abc import Callable
 from typing import Any
 
+from textgym._optional import load_entry
 from textgym.scorers.base import (
     CombinedScorer,
     Scorer,
@@ -23,12 +23,13 @@ from textgym.scorers.base import (
     score_batch,
     score_batch_details,
     score_tokens_batch,
+    token_scoring_problem,
 )
 
 __all__ = [
     "CombinedScorer", "Scorer", "ScorerError", "TokenScorer", "score_batch", "score_batch_details",
-    "score_tokens_batch",
-    "make_scorer", "register_scorer", "scorer_names", "scorer_spec", "SHORTHANDS",
+    "score_tokens_batch", "token_scoring_problem", "make_scorer", "register_scorer", "scorer_names", "scorer_spec",
+    "SHORTHANDS",
 ]
 
 # name -> "module:attr" (imported lazily, so heavy scorers cost nothing until used) or a factory
@@ -66,11 +67,7 @@ def _factory(name: str) -> Callable[..., Scorer]:
     if name not in _REGISTRY:
         raise ValueError(f"unknown scorer {name!r}; available: {', '.join(scorer_names())} "
                          "(or pass a Scorer object)")
-    f = _REGISTRY[name]
-    if isinstance(f, str):
-        mod, attr = f.split(":")
-        f = getattr(importlib.import_module(mod), attr)
-    return f
+    return load_entry(_REGISTRY[name])
 
 
 def _example(name: str, required: list[str]) -> str:

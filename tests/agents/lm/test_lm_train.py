@@ -13,10 +13,10 @@ transformers = pytest.importorskip("transformers")
 
 from agents.cli import build_parser  # noqa: E402
 from agents.cli import main as cli  # noqa: E402
+from agents.config import dataclass_from_args  # noqa: E402
 from agents.lm.checkpoint import find_checkpoint, load_checkpoint  # noqa: E402
 from agents.lm.rlhf import RLHFConfig  # noqa: E402
 from tests.conftest import make_tiny_gpt2  # noqa: E402
-from textgym.config import dataclass_from_args  # noqa: E402
 
 
 @pytest.fixture(scope="module")

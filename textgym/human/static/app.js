@@ -2,8 +2,20 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const params = new URLSearchParams(location.search);
-const token = params.get("token");
+const TOKEN_KEY = "textgym.token";
+const MODE_OF_KIND = { score: "score", tokens: "tokens", preference: "pair" };
+
+// The access token comes in the URL's fragment (/#token=...), which the browser never sends to the server.
+// Keep it for this tab only and take it out of the address bar and the history at once.
+function readToken() {
+  const hash = new URLSearchParams(location.hash.slice(1));
+  if (hash.has("token")) {
+    sessionStorage.setItem(TOKEN_KEY, hash.get("token"));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+const token = readToken();
 const state = { mode: localStorage.getItem("textgym.mode") || "score", current: null, pair: null,
                 tokenScores: [], skipped: [], scale: [1, 5], busy: false };
 
@@ -120,7 +132,7 @@ async function api(path, options) {
 async function load() {
   const q = new URLSearchParams({ mode: state.mode });
   if (rater()) q.set("rater", rater());
-  if (state.skipped.length) q.set("skip", state.skipped.join(","));
+  if (state.skipped.length) q.set("skip", state.skipped.slice(-1000).join(","));  // the server reads 1000
   try {
     render(await api("/api/samples/next?" + q, { headers: headers() }));
     document.body.dataset.ready = "1";
@@ -151,6 +163,33 @@ async function submit(fields) {
   await load();
 }
 
+async function undo() {
+  if (state.busy) return;
+  if (!rater()) { setStatus("Type your name in the rater box first.", true); $("rater").focus(); return; }
+  state.busy = true;
+  document.body.dataset.ready = "0";
+  try {
+    const out = await api("/api/ratings/undo", { method: "POST", headers: headers({ "Content-Type": "application/json" }),
+                                                 body: JSON.stringify({ rater: rater() }) });
+    if (!out.rating) {
+      setStatus("nothing to undo");
+      showStats(out.stats);
+    } else {  // the rating stays in the store, marked retracted; show its sample again to rate anew
+      const ids = out.pair ? out.pair.map((s) => s.id) : [out.sample.id];
+      state.skipped = state.skipped.filter((id) => !ids.includes(id));
+      state.mode = MODE_OF_KIND[out.rating.kind];
+      localStorage.setItem("textgym.mode", state.mode);
+      render({ stats: out.stats, sample: out.sample, pair: out.pair });
+      setStatus(`undid your rating of sample ${out.rating.sample_id}`);
+    }
+  } catch (e) {
+    setStatus(e.message, true);
+  } finally {
+    state.busy = false;
+    document.body.dataset.ready = "1";
+  }
+}
+
 function skip() {
   const item = state.mode === "pair" ? state.pair : state.current;
   if (!item) return;
@@ -177,6 +216,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   document.querySelectorAll(".mode").forEach((b) => b.addEventListener("click", () => setMode(b.dataset.mode)));
   $("skip").addEventListener("click", skip);
+  $("undo").addEventListener("click", undo);
   $("submit-tokens").addEventListener("click", () => submit({ token_scores: state.tokenScores.slice() }));
   $("prefer-a").addEventListener("click", () => state.pair && submit({ preferred: state.pair[0].id }));
   $("prefer-b").addEventListener("click", () => state.pair && submit({ preferred: state.pair[1].id }));
@@ -188,6 +228,7 @@ document.addEventListener("DOMContentLoaded", () => {
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
     const k = ev.key.toLowerCase();
     if (k === "s") skip();
+    else if (k === "u") undo();
     else if (state.mode === "score" && /^[0-9]$/.test(k)) {
       const v = Number(k);
       if (v >= state.scale[0] && v <= state.scale[1]) submit({ score: v });
