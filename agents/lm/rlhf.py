@@ -36,7 +36,7 @@ from agents.device import resolve_device
 from agents.lm.policy import CausalLMPolicy, apply_lora, train_only_last_layers
 from agents.lm.rollout import Rollout, rollout
 from agents.ppo.core import PPOUpdateConfig, masked_mean, ppo_update, sequence_gae
-from textgym.scorers import scorer_spec
+from textgym.scorers import make_scorer, score_batch, scorer_spec
 from textgym.stats import mean_ci
 
 if TYPE_CHECKING:
@@ -77,7 +77,8 @@ class RLHFConfig:
     """Everything that defines an RLHF run; ``textgym train`` generates one flag per field."""
 
     task: str = "TextGen-Sentiment-v0"
-    """registered env id whose prompts and scorer define the task"""
+    """registered env id, or its short name (sentiment, sql, data-analysis, copy, ...), whose prompts and scorer
+    define the task"""
     model: str | None = None
     """causal LM: a local folder or a cached hub id (None: the embedded SmolLM2-135M-Instruct)"""
     out: str = "runs/rlhf"
@@ -90,6 +91,12 @@ class RLHFConfig:
     """tokenizer override (None: the task's for the default model, else the model's own folder)"""
     prompts: str | None = None
     """prompt source override (a file, 'builtin:NAME' or 'gen:NAME'; None: the task's)"""
+    prompt_kwargs: dict[str, Any] | None = None
+    """arguments of a generated prompt source, as JSON: difficulty ('{"kinds": ["max", "min"], "max_rows": 4}') or a
+    curriculum ('{"curriculum": [["max", "min"], ["argmax", "argmin"]], "threshold": 0.6}')"""
+    gold_scorer: str | dict[str, Any] | None = None
+    """a second scorer, logged every iteration as rlhf/gold_score_mean beside the training score and never trained
+    on: when the training score rises while the gold falls, the policy over-optimises the training scorer"""
     scorer: str | dict[str, Any] | None = None
     """scorer override (None: the task's): a name ('vader'), 'reward-model:PATH' (a reward model folder written
     by `textgym train-rm`), or a JSON object of a name and its arguments, e.g. '{"name": "reward-model", "path":
@@ -231,6 +238,8 @@ def validate(cfg: RLHFConfig) -> None:
         if not isinstance(cfg.scorer, (str, dict)):
             raise ValueError(f"scorer must be a name, 'reward-model:PATH' or a dict with 'name', got {cfg.scorer!r}")
         scorer_spec(cfg.scorer)  # before any model is loaded: says what to write
+    if cfg.gold_scorer is not None:
+        scorer_spec(cfg.gold_scorer)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -326,13 +335,13 @@ class RunningMoments:
         self.mean, self.var, self.count = s["mean"], s["var"], s["count"]
 
 
-def process_scores(scores: torch.Tensor, ended_with_eos: torch.Tensor, cfg: RLHFConfig,
+def process_scores(scores: torch.Tensor, ended: torch.Tensor, cfg: RLHFConfig,
                    moments: RunningMoments, dist: Dist | None = None) -> torch.Tensor:
     """Missing-EOS penalty, then normalisation, then clipping, in that order (TRL's order). With ``dist``,
     ``scores`` is this process's share and the normalisation uses the statistics of the global batch."""
     s = scores.float().clone()
     if cfg.missing_eos_penalty is not None:
-        s[~ended_with_eos] -= cfg.missing_eos_penalty  # N+ TL;DR paper: penalise completions that never end
+        s[~ended] -= cfg.missing_eos_penalty  # N+ TL;DR paper: penalise completions cut by the budget (not EOS/stop)
     n_global = s.numel() if dist is None else int(dist.all_reduce_sum(float(s.numel())))
     if cfg.score_norm == "batch" and n_global > 1:
         if dist is None:
@@ -454,6 +463,7 @@ class RLHFTrainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)  # minibatch order
         # token sampling when collect() gets no row seeds (training rollouts seed each env: sampling_seed)
         self.sample_generator = torch.Generator(device=self.device).manual_seed(self.dist.seed_for_rank(cfg.seed) + 1)
+        self.gold_scorer = make_scorer(cfg.gold_scorer) if cfg.gold_scorer is not None else None
         self.iteration = 0
 
     # -- construction helpers ---------------------------------------------------------------------------
@@ -461,16 +471,18 @@ class RLHFTrainer:
         """This process's ``BatchedTextGenEnv`` for ``cfg.task`` (:meth:`BatchedTextGenEnv.from_id`), with the
         config's overrides and the model's output size as the action space."""
         from textgym.envs.vector import BatchedTextGenEnv
+        from textgym.registration import resolve_task
 
         cfg = self.cfg
         overrides: dict[str, Any] = {k: getattr(cfg, k) for k in ("prompts", "scorer", "max_new_tokens",
-                                                                  "stop_strings") if getattr(cfg, k) is not None}
+                                                                  "stop_strings", "prompt_kwargs")
+                                     if getattr(cfg, k) is not None}
         if cfg.tokenizer is not None:
             overrides["tokenizer"] = cfg.tokenizer
         elif cfg.model not in (None, "default"):
             overrides["tokenizer"] = cfg.model  # a model's own tokenizer
         try:
-            return BatchedTextGenEnv.from_id(cfg.task, self.num_local_envs, autoreset_mode="disabled",
+            return BatchedTextGenEnv.from_id(resolve_task(cfg.task), self.num_local_envs, autoreset_mode="disabled",
                                              action_size=self.policy.out_size, **overrides)
         except ValueError as e:
             if not str(e).startswith("action_size="):
@@ -568,7 +580,8 @@ class RLHFTrainer:
         mask = r.completion_mask.float()  # (N, T)
         logprobs, values = fw["logprobs"], fw["values"]  # (N, T): the update's old log-probs and values
         kl = kl_per_token(logprobs, fw["ref_logprobs"], cfg.kl_estimator) * mask  # (N, T), the penalised estimate
-        scores = process_scores(r.scores, r.ended_with_eos, cfg, self.moments, ddp)  # (N,)
+        ended = torch.tensor([i.get("end_reason") != "budget" for i in r.infos], device=r.scores.device)  # EOS/stop
+        scores = process_scores(r.scores, ended, cfg, self.moments, ddp)  # (N,) no missing-EOS penalty after a stop
         token_rewards = r.env_rewards - r.scores[:, None] * last_token_onehot(mask)  # per-token env rewards, if any
         rewards, non_score = rlhf_rewards(scores, kl, mask, self.kl_ctl.value, token_rewards)  # (N, T)
         advantages, returns = sequence_gae(rewards, values, mask, cfg.gamma, cfg.gae_lambda)  # (N, T)
@@ -599,9 +612,18 @@ class RLHFTrainer:
         dist, mask = self.dist, r.completion_mask.float()
         ddp = dist if dist.distributed else None
         # per-episode quantities of the global batch, in global env order (rank-major)
-        per_row = torch.stack([r.scores.float(), kl_k1_seq, r.lengths.float(), r.ended_with_eos.float(),
-                               non_score.sum(-1), rewards.sum(-1)], 1).detach()  # (N, 6)
-        g_scores, g_kl, g_len, g_eos, g_non_score, g_total = dist.gather(per_row).cpu().double().T
+        part_names = sorted(r.infos[0].get("score_parts", {})) if r.infos else []  # the scorer's parts (sql: valid...)
+        part_rows = torch.tensor([[i["score_parts"][k] for k in part_names] for i in r.infos],
+                                 device=r.scores.device).reshape(len(r.infos), len(part_names))  # (N, K)
+        if self.gold_scorer is not None:  # the same completions under the gold scorer: one more column
+            env = self.env
+            samples = [env.make_sample(p, env.encode_prompt(p), ids[m.bool()].tolist())
+                       for p, ids, m in zip(self.env.prompts, r.completion_ids, r.completion_mask)]
+            gold = torch.as_tensor(score_batch(self.gold_scorer, samples)[0], dtype=torch.float32)
+            part_names, part_rows = [*part_names, "__gold__"], torch.cat([part_rows, gold[:, None].to(part_rows)], 1)
+        per_row = torch.cat([torch.stack([r.scores.float(), kl_k1_seq, r.lengths.float(), r.ended_with_eos.float(),
+                                          non_score.sum(-1), rewards.sum(-1)], 1), part_rows], 1).detach()  # (N, 6+K)
+        g_scores, g_kl, g_len, g_eos, g_non_score, g_total, *g_parts = dist.gather(per_row).cpu().double().T
         kl_mean = float(g_kl.mean())
         self.kl_ctl.update(kl_mean, self.cfg.num_envs)
         score_mean, score_ci = mean_ci(g_scores.numpy())
@@ -622,6 +644,8 @@ class RLHFTrainer:
             "rlhf/advantage_mean": float(masked_mean(advantages, mask) if ddp is None
                                          else dist.global_masked_mean(advantages, mask)),
             **times, "time/fps": float(g_len.sum()) / max(time.perf_counter() - t0, 1e-9),
+            **{"rlhf/gold_score_mean" if k == "__gold__" else f"rollout/score_parts/{k}": float(g.mean())
+               for k, g in zip(part_names, g_parts)},
             **stats,
         }
 

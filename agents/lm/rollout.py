@@ -35,7 +35,7 @@ class Rollout:
     values: torch.Tensor  # (N, T) V(s_t)
     env_rewards: torch.Tensor  # (N, T) what env.step paid for each token (the score at the last one)
     scores: torch.Tensor  # (N,) sum of env rewards of each episode
-    ended_with_eos: torch.Tensor  # (N,) bool
+    ended_with_eos: torch.Tensor  # (N,) bool: the last token is one of the env's EOS ids
     prompts: list[str] = field(default_factory=list)
     completions: list[str] = field(default_factory=list)
     infos: list[dict[str, Any]] = field(default_factory=list)  # the final info of each episode
@@ -218,6 +218,7 @@ def _finish(policy: CausalLMPolicy, env: Any, prompt_ids: torch.Tensor, prompt_m
     completions = [tok.decode(completion_ids[i][comp_mask[i].bool()].tolist()) for i in range(N)]
     return Rollout(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
                    completion_mask=comp_mask, logprobs=logprobs, values=values, env_rewards=env_rewards,
-                   scores=env_rewards.sum(-1), ended_with_eos=(last == int(env.eos_token_id)) & (lengths > 0),
+                   scores=env_rewards.sum(-1), ended_with_eos=torch.isin(last, torch.tensor(env.eos_token_ids,
+                                                                                 device=last.device)) & (lengths > 0),
                    prompts=prompt_texts, completions=completions, infos=final_infos, boundary=kept,
                    support=support)

@@ -220,7 +220,8 @@ def _run(cfg: Any, resume: bool, model: Any, dist: Any) -> int:
         return status
     if dist.is_main:
         if (out / "metrics.csv").stat().st_size > 0 and trainer.iteration > 0:
-            plot_metrics(out / "metrics.csv", list(PLOT_KEYS), out / "plot.png", title=f"RLHF on {cfg.task}")
+            keys = [*PLOT_KEYS, *(["rlhf/gold_score_mean"] if cfg.gold_scorer is not None else [])]
+            plot_metrics(out / "metrics.csv", keys, out / "plot.png", title=f"RLHF on {cfg.task}")
         after = _samples(trainer, cfg.n_samples)
         _write_samples_md(out / "samples.md", before, after, f"RLHF on {cfg.task}: samples")
         hf_tok = getattr(trainer.env.tokenizer, "hf", None)
@@ -253,9 +254,11 @@ def reward_summary(csv_path: Path) -> str | None:
 
 def main(args: argparse.Namespace) -> int:
     from agents.lm.rlhf import RLHFConfig
+    from textgym.registration import resolve_task
 
     cfg = dataclass_from_args(RLHFConfig, args)
     try:
+        cfg.task = resolve_task(cfg.task)  # config.json records the full id
         return run(cfg, resume=bool(getattr(args, "resume", False)))
     except (ValueError, OSError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
