@@ -38,7 +38,7 @@ def test_train_sql_task_by_short_name_logs_the_sql_parts(tiny_dir, tmp_path):
     for r in rows:
         valid, correct = float(r["rollout/score_parts/valid"]), float(r["rollout/score_parts/correct"])
         assert 0 <= valid <= 1 and 0 <= correct <= valid  # a correct query is a valid one
-        assert float(r["reward_mean"]) == pytest.approx(correct + 0.1 * valid, abs=1e-6)
+        assert float(r["rollout/ep_rew_mean"]) == pytest.approx(correct + 0.1 * valid, abs=1e-6)
         assert 0 <= float(r["rlhf/gold_score_mean"]) <= 1  # the length scorer's mean, logged beside the score
     assert "SQLite table t" in (out / "samples.md").read_text()
 
@@ -60,11 +60,11 @@ def test_missing_eos_penalty_spares_stop_string_endings(stop):
     env = BatchedTextGenEnv(8, autoreset_mode="disabled", tokenizer="byte", prompts=["ab", "cd"], scorer="length",
                             action_size=257, **kw)
     tr = RLHFTrainer(cfg, model=model, env=env)
-    m = tr.step()
+    m = tr.run_iteration()
     processed = m["rlhf/total_reward"] - m["rlhf/non_score_reward"]  # the processed score per completion
     eos = m["rlhf/eos_fraction"]
     assert eos < 1  # some rows did not end with EOS
-    expected = m["reward_mean"] - (0.0 if stop else 1.0 * (1 - eos))
+    expected = m["rollout/ep_rew_mean"] - (0.0 if stop else 1.0 * (1 - eos))
     assert processed == pytest.approx(expected, abs=1e-5)
 
 
@@ -80,9 +80,9 @@ def test_gold_scorer_scores_the_same_completions():
                                 action_size=257)
         return RLHFTrainer(cfg, model=make_tiny_gpt2(vocab_size=257), env=env)
 
-    m = trainer({"name": "length", "target": 3, "unit": "tokens"}).step()
-    assert m["rlhf/gold_score_mean"] == pytest.approx(m["reward_mean"], abs=1e-6)
-    m = trainer({"name": "length", "target": 1, "unit": "tokens"}).step()  # same seed: the same completions
-    assert m["rlhf/gold_score_mean"] != pytest.approx(m["reward_mean"], abs=1e-6)
+    m = trainer({"name": "length", "target": 3, "unit": "tokens"}).run_iteration()
+    assert m["rlhf/gold_score_mean"] == pytest.approx(m["rollout/ep_rew_mean"], abs=1e-6)
+    m = trainer({"name": "length", "target": 1, "unit": "tokens"}).run_iteration()  # same seed: the same completions
+    assert m["rlhf/gold_score_mean"] != pytest.approx(m["rollout/ep_rew_mean"], abs=1e-6)
     with pytest.raises(ValueError, match="unknown scorer 'nope'"):
         trainer("nope")
