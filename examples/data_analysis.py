@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.lm.rlhf import RLHFConfig, RLHFPPOConfig, RLHFTrainer, mean_ci95
+from agents.lm.rlhf import RLHFConfig, RLHFPPOConfig, RLHFTrainer
 from agents.lm.train import run
+from textgym.stats import mean_ci
 
 
 def evaluate(trainer: RLHFTrainer, batches: int) -> dict[str, float]:
@@ -30,8 +31,8 @@ def evaluate(trainer: RLHFTrainer, batches: int) -> dict[str, float]:
         r = trainer.collect(seed=10_000 + b * trainer.cfg.num_envs, greedy=True)
         correct += [float(i.get("score_parts", {}).get("correct", np.nan)) for i in r.infos]
         scores += r.scores.tolist()
-    acc, acc_ci = mean_ci95(np.array(correct))
-    score, score_ci = mean_ci95(np.array(scores))
+    acc, acc_ci = mean_ci(np.array(correct))
+    score, score_ci = mean_ci(np.array(scores))
     return {"accuracy": acc, "accuracy_ci95": acc_ci, "score": score, "score_ci95": score_ci, "n": len(correct)}
 
 

@@ -120,9 +120,10 @@ def run(s: Settings, log: Any = print) -> dict[str, Any]:
     import torch
 
     from agents.lm.policy import CausalLMPolicy
-    from agents.lm.rlhf import RLHFConfig, RLHFPPOConfig, RLHFTrainer, mean_ci95
+    from agents.lm.rlhf import RLHFConfig, RLHFPPOConfig, RLHFTrainer
     from agents.reward_model import RMConfig, train_reward_model
     from textgym.human.store import RatingStore
+    from textgym.stats import mean_ci
 
     torch.set_num_threads(1)
     t0 = time.time()
@@ -165,11 +166,12 @@ def run(s: Settings, log: Any = print) -> dict[str, Any]:
     trainer = RLHFTrainer(cfg, model=model)
     history = []
     for it in range(s.iterations):
-        m = trainer.step()
-        history.append({k: m[k] for k in ("reward_mean", "reward_ci95", "kl")})
+        m = trainer.run_iteration()
+        history.append({"reward_mean": m["rollout/ep_rew_mean"], "reward_ci95": m["rollout/ep_rew_ci95"],
+                        "kl": m["rlhf/kl_ref"]})
         if it == 0 or (it + 1) % 5 == 0 or it + 1 == s.iterations:
-            log(f"4. PPO iteration {it + 1}/{s.iterations}: reward-model score {m['reward_mean']:.3f} "
-                f"± {m['reward_ci95']:.3f}, KL to the initial policy {m['kl']:.3f}")
+            log(f"4. PPO iteration {it + 1}/{s.iterations}: reward-model score {m['rollout/ep_rew_mean']:.3f} "
+                f"± {m['rollout/ep_rew_ci95']:.3f}, KL to the initial policy {m['rlhf/kl_ref']:.3f}")
 
     # 5. the held-out rater on new samples of both policies (the same prompts and sampling seed for both)
     held_out = ScriptedRater("held-out", noise=1.0, seed=s.seed + 1000)
@@ -178,7 +180,7 @@ def run(s: Settings, log: Any = print) -> dict[str, Any]:
     for name, policy in (("initial", initial), ("trained", trainer.policy)):
         fresh = sample(policy, s.n_eval, s.max_new_tokens, seed=s.seed + 500)
         ratings = [held_out(c) for _, c in fresh]
-        mean, ci = mean_ci95(ratings)
+        mean, ci = mean_ci(ratings)
         result[name] = {"mean": mean, "ci95": ci, "n": len(ratings), "examples": fresh[:3]}
         log(f"5. held-out rater, {name} policy: mean rating {mean:.2f} ± {ci:.2f} (95% CI, n={len(ratings)}), "
             f"e.g. {fresh[0][1]!r}")

@@ -33,8 +33,9 @@ def main() -> int:
     with open(f"{args.out}/metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     for row in (rows[0], rows[-1]):
-        print(f"iteration {row['step']}: reward {float(row['reward_mean']):.3f} +- {float(row['reward_ci95']):.3f} "
-              f"(95% CI), KL to reference {float(row['kl']):.2f} nats")
+        print(f"iteration {row['step']}: reward {float(row['rollout/ep_rew_mean']):.3f} "
+              f"+- {float(row['rollout/ep_rew_ci95']):.3f} (95% CI), "
+              f"KL to reference {float(row['rlhf/kl_ref']):.2f} nats")
     return 0
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from textgym.stats import mean_ci, min_detectable_difference, tost_welch, welch_test
+from textgym.stats import mean_ci, min_detectable_difference, proportion_ci, tost_welch, welch_test
 
 
 def test_mean_ci_matches_student_t_by_hand():
@@ -68,3 +68,16 @@ def test_welch_degenerate_inputs():
     assert welch_test([1.0, 1.0], [2.0, 2.0]).p_value == 0.0
     with pytest.raises(ValueError, match="at least 2"):
         welch_test([1.0], [1.0, 2.0])
+
+
+def test_proportion_ci_is_wilsons_interval_by_hand():
+    k, n, z = 7, 20, 1.959963984540054
+    p = k / n
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    assert proportion_ci(k, n) == pytest.approx((0.35, center - half, center + half), rel=1e-9)
+    m, lo, hi = proportion_ci(0, 10)
+    assert m == 0.0 and lo == pytest.approx(0.0, abs=1e-12) and 0.2 < hi < 0.35  # not a point at 0
+    assert all(np.isnan(proportion_ci(0, 0)))
+    with pytest.raises(ValueError, match="successes <= n"):
+        proportion_ci(5, 3)

@@ -154,3 +154,52 @@ def test_data_analysis_budget_covers_prompts_with_the_default_tokenizer():
 
 def test_generators_are_registered():
     assert {"target", "copy", "reverse", "count", "data-analysis"} <= set(PROMPT_GENERATORS)
+
+
+# -- difficulty and curriculum (issue 9 item 3) ------------------------------------------------------------
+def test_difficulty_knob_kinds_and_rows():
+    for p in draws("gen:data-analysis", 0, 60, kinds=["max", "argmin"], min_rows=2, max_rows=3):
+        assert p.meta["kind"] in ("max", "argmin") and len(p.meta["labels"]) in (2, 3)
+
+
+def test_curriculum_widens_the_kinds_when_accuracy_passes_the_threshold():
+    from textgym.tasks import DataAnalysisTask
+
+    task = DataAnalysisTask(curriculum=[["max"], ["min"], ["argmax", "argmin"]], threshold=0.75, window=8)
+    rng = np.random.default_rng(0)
+    assert {task.sample(rng).meta["kind"] for _ in range(30)} == {"max"}
+    task.observe([None] * 8, {"correct": np.array([1, 1, 1, 1, 1, 0, 0, 0.0])})  # 5/8 < 0.75: stays
+    assert task.kinds == ("max",) and task.stage == 0
+    task.observe([None] * 4, {"correct": np.ones(4)})  # the last 8: 1,0,0,0,1,1,1,1 -> 5/8: stays
+    assert task.stage == 0
+    task.observe([None] * 2, {"correct": np.ones(2)})  # the last 8: 0,1,1,1,1,1,1 + 1 -> 7/8: widens
+    assert task.kinds == ("max", "min") and task.stage == 1
+    assert {task.sample(rng).meta["kind"] for _ in range(40)} == {"max", "min"}
+    task.observe([None] * 8, {"correct": np.ones(8)})
+    assert task.kinds == ("max", "min", "argmax", "argmin")
+    task.observe([None] * 8, {"correct": np.zeros(8)})  # the last stage: nothing more to add, nothing taken away
+    assert task.stage == 2
+    with pytest.raises(ValueError, match="score part 'strict'"):
+        DataAnalysisTask(curriculum=[["max"], ["min"]], curriculum_part="strict").observe([None], {"correct": [1]})
+    with pytest.raises(ValueError, match="kinds or curriculum"):
+        DataAnalysisTask(kinds=["max"], curriculum=[["min"]])
+    with pytest.raises(ValueError, match="distinct kinds"):
+        DataAnalysisTask(curriculum=[["max"], ["max"]])
+
+
+def test_curriculum_through_the_batched_env():
+    """The env reports finished episodes to the prompt source: right answers widen the kinds during a rollout."""
+    from textgym.envs.vector import BatchedTextGenEnv
+
+    env = BatchedTextGenEnv(4, autoreset_mode="disabled", tokenizer="byte", prompts="gen:data-analysis",
+                            scorer="data-analysis", max_new_tokens=8,
+                            prompt_kwargs={"curriculum": [["max"], ["min"]], "threshold": 1.0, "window": 4})
+    task = env.prompt_source
+    env.reset(seed=0)
+    texts = [f"{p.meta['answer']}".encode() for p in env.prompts]  # every prompt answered right, then EOS
+    for t in range(max(map(len, texts)) + 1):
+        env.step(np.array([x[t] if t < len(x) else 256 for x in texts]))
+    assert env.done.all() and env.scores.tolist() == [1.0] * 4
+    assert task.kinds == ("max", "min")
+    rng = np.random.default_rng(1)
+    assert {task.sample(rng).meta["kind"] for _ in range(30)} == {"max", "min"}

@@ -133,6 +133,7 @@ PROMPT_GENERATORS: dict[str, str | Callable[..., PromptSource]] = {
     "reverse": "textgym.tasks:reverse_task",
     "count": "textgym.tasks:CountTask",
     "data-analysis": "textgym.tasks:data_analysis_prompts",
+    "sql": "textgym.tasks:sql_prompts",
 }
 
 

@@ -3,6 +3,7 @@ override them (``gym.make("TextGen-v0", scorer="length", max_new_tokens=8)``).""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import gymnasium as gym
@@ -24,7 +25,14 @@ TASKS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "TextGen-DataAnalysis-v0": (
         "answer a question (mean, sum, max, count, which row) about a small CSV table; scored on the number",
-        {"tokenizer": "default", "prompts": "gen:data-analysis", "scorer": "data-analysis", "max_new_tokens": 12},
+        {"tokenizer": "default", "prompts": "gen:data-analysis", "scorer": "data-analysis", "max_new_tokens": 12,
+         "chat_template": "auto"},
+    ),
+    "TextGen-SQL-v0": (
+        "write one SQLite SELECT that answers a question about a small table; the query runs sandboxed, scored 1 "
+        "if its first cell is the answer",
+        {"tokenizer": "default", "prompts": "gen:sql", "scorer": "sql", "max_new_tokens": 48, "chat_template": "auto",
+         "stop_strings": (";", re.compile(r"```.*?```", re.DOTALL))},  # ends at ';' or a closing code fence
     ),
     "TextGen-Target-v0": (
         "toy: emit a fixed target string then EOS (6 actions: a-d, > and EOS); reward per correct position",
@@ -47,6 +55,26 @@ TASKS: dict[str, tuple[str, dict[str, Any]]] = {
          "reward_mode": "token"},
     ),
 }
+
+
+def short_name(env_id: str) -> str:
+    """``"TextGen-DataAnalysis-v0"`` -> ``"data-analysis"``, ``"TextGen-SQL-v0"`` -> ``"sql"``, ``"TextGen-v0"`` ->
+    ``"default"``: the names ``textgym train --task`` also accepts."""
+    core = env_id.removeprefix("TextGen-").removesuffix("-v0").removesuffix("v0")
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", "-", core).lower() or "default"
+
+
+def resolve_task(task: str) -> str:
+    """A registered id from an id (``"TextGen-SQL-v0"``, ``"textgym:TextGen-SQL-v0"``) or a short name (``"sql"``);
+    ``ValueError`` listing both for anything else."""
+    task = task.removeprefix("textgym:")
+    if task in TASKS:
+        return task
+    by_short = {short_name(i): i for i in TASKS}
+    if task.lower() in by_short:
+        return by_short[task.lower()]
+    raise ValueError(f"unknown task {task!r}; pass a short name ({', '.join(by_short)}) or a registered id "
+                     f"({', '.join(TASKS)})")
 
 
 def register_envs() -> None:

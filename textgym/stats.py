@@ -108,3 +108,18 @@ def min_detectable_difference(a: Sequence[float] | np.ndarray, b: Sequence[float
         return 0.0
     stats = require("scipy.stats", "the minimum detectable difference")
     return float((stats.t.ppf(1 - alpha / 2, w.df) + stats.t.ppf(power, w.df)) * w.se)
+
+
+def proportion_ci(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(proportion, low, high)``: the Wilson score interval of a binomial proportion (scipy's
+    ``binomtest(...).proportion_ci(method="wilson")``), which stays inside [0, 1] and is sane at 0 or n successes,
+    where a normal interval collapses to a point. ``(nan, nan, nan)`` for ``n == 0``."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    if isinstance(n, bool) or int(n) != n or n < 0 or not 0 <= successes <= n:
+        raise ValueError(f"need integers 0 <= successes <= n, got successes={successes!r}, n={n!r}")
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    stats = require("scipy.stats", "confidence intervals")
+    ci = stats.binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return successes / n, float(ci.low), float(ci.high)

@@ -12,7 +12,9 @@ Each draws a fresh :class:`~textgym.core.Prompt` with its known answer in ``meta
   which item has the max/min) with ``meta``: ``answer``, ``answer_type`` (``"number"``/``"label"``),
   ``table``, ``question``, ``kind``, ``column``, ``labels`` (the item names), ``threshold`` (count only).
   ``n=N`` gives a finite :class:`~textgym.prompts.PromptSet` of N prompts from ``seed`` (for before/after
-  accuracy on a fixed set).
+  accuracy on a fixed set); ``curriculum=[[kinds], ...]`` widens the kinds as accuracy passes a threshold.
+- ``gen:sql``: the same tables as an SQLite table ``t`` (``meta`` adds ``columns`` and ``rows``); the prompt asks
+  for one SQLite ``SELECT`` whose result answers the question (scorer ``"sql"``).
 """
 
 from __future__ import annotations
@@ -148,16 +150,56 @@ class DataAnalysisTask:
     ``max_prompt_tokens(tokenizer)`` is estimated: the longest of 256 prompts drawn from a fixed seed, plus a
     margin of 10% (at least 8 tokens). A longer prompt is then very unlikely; if one occurs the env raises a
     ``ValueError`` naming ``max_prompt_tokens``, which you can pass to the env explicitly.
+
+    Difficulty: ``kinds`` and ``min_rows``/``max_rows``. Curriculum (optional): ``curriculum`` is a list of
+    stages, each a list of kinds added to those asked so far (``[["max", "min"], ["argmax", "argmin"],
+    ["count", "sum", "mean"]]``); the env reports each finished episode to :meth:`observe`, and once the
+    accuracy (score part ``curriculum_part``, default ``"correct"``) over the last ``window`` episodes of the
+    current stage reaches ``threshold``, the next stage's kinds are added. The stage lives in this object: it
+    is per env process and not part of a training checkpoint.
     """
 
-    def __init__(self, min_rows: int = 3, max_rows: int = 6, kinds: Sequence[str] | None = None) -> None:
+    def __init__(self, min_rows: int = 3, max_rows: int = 6, kinds: Sequence[str] | None = None,
+                 curriculum: Sequence[Sequence[str]] | None = None, threshold: float = 0.6, window: int = 64,
+                 curriculum_part: str = "correct") -> None:
         if not 2 <= min_rows <= max_rows <= len(ITEMS):
             raise ValueError(f"need 2 <= min_rows <= max_rows <= {len(ITEMS)}, got {min_rows}, {max_rows}")
+        if curriculum is not None:
+            if kinds is not None:
+                raise ValueError("pass kinds or curriculum, not both: a curriculum's first stage is its first kinds")
+            stages = [tuple(st) for st in curriculum]
+            if not stages or any(not st for st in stages):
+                raise ValueError(f"curriculum must be a non-empty list of non-empty lists of kinds, got {curriculum!r}")
+            kinds = stages[0]
+            flat = [k for st in stages for k in st]
+            unknown = [k for k in flat if k not in KINDS]
+            if unknown or len(set(flat)) != len(flat):
+                raise ValueError(f"curriculum kinds must be distinct kinds of {KINDS}, got {curriculum!r}")
+            if not 0.0 < threshold <= 1.0 or int(window) < 1:
+                raise ValueError(f"curriculum needs 0 < threshold <= 1 and window >= 1, got {threshold}, {window}")
         kinds = tuple(KINDS if kinds is None else kinds)
         unknown = [k for k in kinds if k not in KINDS]
         if unknown or not kinds:
             raise ValueError(f"unknown question kinds {unknown}; choose from {KINDS}")
         self.min_rows, self.max_rows, self.kinds = min_rows, max_rows, kinds
+        self.stages = None if curriculum is None else [tuple(st) for st in curriculum]
+        self.stage, self.threshold, self.window = 0, float(threshold), int(window)
+        self.curriculum_part = curriculum_part
+        self._recent: list[float] = []  # the current stage's last `window` results
+
+    def observe(self, samples: Sequence[Any], parts: dict[str, np.ndarray]) -> None:
+        """Called by the env with each batch of finished episodes: moves the curriculum on (no-op without one)."""
+        if self.stages is None or self.stage + 1 >= len(self.stages):
+            return
+        ok = parts.get(self.curriculum_part)
+        if ok is None:
+            raise ValueError(f"the curriculum reads score part {self.curriculum_part!r}, but the scorer gives "
+                             f"{sorted(parts)}; pass curriculum_part= one of those")
+        self._recent = (self._recent + [float(x) for x in np.asarray(ok).ravel()])[-self.window:]
+        if len(self._recent) >= self.window and sum(self._recent) / self.window >= self.threshold:
+            self.stage += 1
+            self.kinds = self.kinds + self.stages[self.stage]
+            self._recent = []
 
     def sample(self, rng: np.random.Generator) -> Prompt:
         n_rows = int(rng.integers(self.min_rows, self.max_rows + 1))
@@ -209,7 +251,8 @@ class DataAnalysisTask:
 
     def max_prompt_tokens(self, tokenizer: Tokenizer) -> int:
         rng = np.random.default_rng(12345)  # fixed: the bound must not depend on the env's seed
-        longest = _max_tokens(tokenizer, (self.sample(rng).text for _ in range(256)))
+        every = type(self)(self.min_rows, self.max_rows)  # all kinds: a curriculum may widen them later
+        longest = _max_tokens(tokenizer, (every.sample(rng).text for _ in range(256)))
         return longest + max(8, math.ceil(0.1 * longest))
 
     def __repr__(self) -> str:
@@ -225,6 +268,44 @@ def data_analysis_prompts(n: int | None = None, seed: int = 0, **kwargs: Any) ->
         raise ValueError(f"n must be a positive int (the number of fixed prompts), got {n!r}")
     rng = np.random.default_rng(seed)
     return PromptSet([task.sample(rng) for _ in range(int(n))], name=f"gen:data-analysis(n={n}, seed={seed})")
+
+
+class SQLTask(DataAnalysisTask):
+    """The tables and questions of :class:`DataAnalysisTask` as an SQLite table ``t``: the prompt shows its schema
+    and rows and asks for one SQLite ``SELECT`` that answers the question (``gen:sql``, scored by ``"sql"``).
+
+    ``meta`` adds ``columns`` (``[[name, type], ...]``: ``item TEXT``, ``qty INTEGER``, ``price``/``weight``
+    ``REAL``) and ``rows`` (the typed values) to the data-analysis meta. Arguments as :class:`DataAnalysisTask`.
+    """
+
+    def sample(self, rng: np.random.Generator) -> Prompt:
+        meta = dict(super().sample(rng).meta)
+        header, *lines = meta["table"].split("\n")
+        names = header.split(",")
+        types = ["TEXT"] + ["INTEGER" if NUMERIC_COLUMNS[c][2] == 0 else "REAL" for c in names[1:]]
+        rows = []
+        for line in lines:
+            cells = line.split(",")
+            rows.append([cells[0], *(int(x) if ty == "INTEGER" else float(x) for x, ty in zip(cells[1:], types[1:]))])
+        meta["columns"], meta["rows"] = [[n, ty] for n, ty in zip(names, types)], rows
+        schema = f"CREATE TABLE t ({', '.join(f'{n} {ty}' for n, ty in zip(names, types))});"
+        text = (f"SQLite table t:\n{schema}\n\nIts rows (CSV):\n{meta['table']}\n\nQuestion: {meta['question']}\n"
+                "Write one SQLite SELECT query on table t whose result is the answer. Reply with the query only.")
+        return Prompt(text, meta)
+
+    def __repr__(self) -> str:
+        return f"SQLTask(rows={self.min_rows}-{self.max_rows}, kinds={self.kinds})"
+
+
+def sql_prompts(n: int | None = None, seed: int = 0, **kwargs: Any) -> SQLTask | PromptSet:
+    """``gen:sql``: a fresh table each reset, or (``n=N``) a fixed set of N prompts drawn from ``seed``."""
+    task = SQLTask(**kwargs)
+    if n is None:
+        return task
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+        raise ValueError(f"n must be a positive int (the number of fixed prompts), got {n!r}")
+    rng = np.random.default_rng(seed)
+    return PromptSet([task.sample(rng) for _ in range(int(n))], name=f"gen:sql(n={n}, seed={seed})")
 
 
 def reverse_task(**kwargs: Any) -> LettersTask:

@@ -176,6 +176,49 @@ class HFTokenizer:
         self.pad_token_id = int(tok.pad_token_id) if tok.pad_token_id is not None else self.eos_token_id
         self.vocab_size = len(tok)
         self._token_text = lru_cache(maxsize=None)(self._token_text_uncached)
+        self.eos_token_ids = self._eos_ids()
+        self._adds_bos: bool | None = None
+
+    def _eos_ids(self) -> tuple[int, ...]:
+        """The tokenizer's EOS, then every ``eos_token_id`` of the folder's ``generation_config.json`` (an instruct
+        model may end a turn with any of several ids; ``generate`` stops at each of them)."""
+        ids = [self.eos_token_id]
+        if isinstance(self.name_or_path, str) and os.path.isfile(os.path.join(self.name_or_path,
+                                                                             "generation_config.json")):
+            import json
+
+            with open(os.path.join(self.name_or_path, "generation_config.json"), encoding="utf-8") as f:
+                extra = json.load(f).get("eos_token_id")
+            extra = [] if extra is None else [extra] if isinstance(extra, int) else list(extra)
+            ids += [int(i) for i in extra if isinstance(i, int) and 0 <= i < self.vocab_size]
+        return tuple(dict.fromkeys(ids))
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.hf, "chat_template", None))
+
+    @property
+    def adds_bos(self) -> bool:
+        """Whether the tokenizer puts BOS before a text when encoding it with special tokens (Llama does;
+        SmolLM2 and GPT-2 do not)."""
+        if self._adds_bos is None:
+            bos = self.hf.bos_token_id
+            self._adds_bos = bos is not None and self.hf.encode("a", add_special_tokens=True)[:1] == [bos]
+        return self._adds_bos
+
+    def encode_prompt(self, text: str, chat_template: bool = False) -> list[int]:
+        """A prompt's ids: ``text`` as the user turn of the chat template with the generation prompt (if
+        ``chat_template``), and BOS first where the tokenizer expects one and the text does not start with it."""
+        if chat_template:
+            if not self.has_chat_template:
+                raise ValueError(f"tokenizer {self.name_or_path!r} has no chat template; pass chat_template=False "
+                                 "(or 'auto'), or a tokenizer with a chat template (an instruct model's)")
+            text = self.hf.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                               add_generation_prompt=True)
+        ids = self.encode(text)
+        if self.adds_bos and ids[:1] != [self.hf.bos_token_id]:
+            ids = [int(self.hf.bos_token_id), *ids]
+        return ids
 
     def encode(self, text: str) -> list[int]:
         return list(self.hf.encode(text, add_special_tokens=False))
@@ -200,6 +243,28 @@ class HFTokenizer:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["name_or_path"], **state["kwargs"])
+
+
+def eos_token_ids(tokenizer: Tokenizer) -> tuple[int, ...]:
+    """Every id that ends a completion: ``tokenizer.eos_token_ids`` if it has them (Hugging Face: the EOS and the
+    generation config's), else ``(eos_token_id,)``."""
+    ids = getattr(tokenizer, "eos_token_ids", None)
+    return tuple(int(i) for i in ids) if ids else (int(tokenizer.eos_token_id),)
+
+
+def has_chat_template(tokenizer: Tokenizer) -> bool:
+    return bool(getattr(tokenizer, "has_chat_template", False))
+
+
+def encode_prompt(tokenizer: Tokenizer, text: str, chat_template: bool = False) -> list[int]:
+    """The one place a prompt's text becomes ids: ``tokenizer.encode_prompt`` if it has one (chat template, BOS),
+    else ``tokenizer.encode``; ``chat_template=True`` on a tokenizer without a template raises ``ValueError``."""
+    if hasattr(tokenizer, "encode_prompt"):
+        return list(tokenizer.encode_prompt(text, chat_template=chat_template))
+    if chat_template:
+        raise ValueError(f"tokenizer {tokenizer!r} has no chat template; pass chat_template=False (or 'auto'), or a "
+                         "Hugging Face tokenizer with a chat template (an instruct model's)")
+    return list(tokenizer.encode(text))
 
 
 def make_tokenizer(spec: str | Tokenizer | Any) -> Tokenizer:

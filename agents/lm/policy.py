@@ -9,8 +9,12 @@ completion up to and including EOS). The completion token at column ``P + t`` is
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
+import inspect
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +74,63 @@ def disable_dropout(module: nn.Module) -> None:
                 setattr(cfg, attr, 0.0)
 
 
+def check_truncation(top_k: int, top_p: float) -> None:
+    """Raise ``ValueError`` for a top-k below 0 or a top-p outside (0, 1]."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"top_k must be an int >= 0 (0: no top-k), got {top_k!r}")
+    if not 0.0 < float(top_p) <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1] (1: no nucleus truncation), got {top_p!r}")
+
+
+@torch.no_grad()
+def _truncation_mask(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    remove = torch.zeros_like(logits, dtype=torch.bool)
+    if top_k and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]  # (..., 1)
+        remove |= logits < kth  # ties with the k-th logit stay (transformers' TopKLogitsWarper too)
+    if top_p < 1.0:
+        # transformers' TopPLogitsWarper: drop the least likely tokens whose total mass is <= 1 - top_p,
+        # never the most likely one
+        ordered, order = logits.masked_fill(remove, float("-inf")).sort(dim=-1)  # ascending
+        drop = ordered.softmax(-1).cumsum(-1) <= 1 - top_p
+        drop[..., -1] = False
+        remove |= drop.scatter(-1, order, drop)
+    return remove
+
+
+def truncate_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """``logits`` with every token outside the ``top_k`` most likely and outside the nucleus of mass ``top_p``
+    at -inf (after the temperature): their softmax is the truncated, renormalised distribution. The kept set is
+    chosen without gradient; the kept logits keep theirs."""
+    return logits.masked_fill(_truncation_mask(logits, top_k, top_p), float("-inf"))
+
+
+def transformer_blocks(trunk: nn.Module) -> tuple[str, nn.ModuleList]:
+    """``(attribute name, blocks)`` of a transformers trunk: its longest ``nn.ModuleList`` (``h``, ``layers``)."""
+    name, blocks = max(((n, m) for n, m in trunk.named_children() if isinstance(m, nn.ModuleList)),
+                       key=lambda x: len(x[1]), default=(None, None))
+    if name is None:
+        raise ValueError(f"cannot find the transformer blocks of {type(trunk).__name__}; train all layers instead")
+    return name, blocks
+
+
+@functools.cache
+def _cache_arg(cls: type) -> str:
+    params = inspect.signature(cls.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def kv_cache_io(trunk: nn.Module, past: Any, use_cache: bool = False) -> tuple[dict[str, Any], str]:
+    """The one transformers-version shim: ``({name: past}, name)`` with the KV-cache argument's name of this
+    trunk's ``forward`` (transformers 5 calls it ``cache`` and warns on ``past_key_values``; 4.46, the oldest
+    version pyproject allows, only knows ``past_key_values``, and warns unless the cache is a ``Cache`` object,
+    so a first step gets an empty ``DynamicCache``). The output holds the cache under the same name."""
+    name = _cache_arg(type(trunk))
+    if name == "past_key_values" and past is None and use_cache:
+        past = require("transformers", "language-model policies").DynamicCache()
+    return {name: past}, name
+
+
 class CausalLMPolicy(nn.Module):
     """A causal LM with a value head, for :func:`agents.ppo.core.ppo_update`.
 
@@ -79,6 +140,12 @@ class CausalLMPolicy(nn.Module):
       set to -inf, so they are never sampled and carry no probability.
     - ``temperature``: divides the logits both when sampling and in :meth:`evaluate` (Huang et al. 2024,
       detail "temperature": log-probs of the sampling distribution, else the PPO ratio is off from step one).
+    - ``top_k`` (0: off) and ``top_p`` (1: off): truncation after the temperature (:func:`truncate_logits`).
+      Sampling, the rollout's log-probs and :meth:`evaluate`'s all use the truncated, renormalised distribution,
+      the one the tokens were drawn from; the update renormalises over the *support kept at sampling time*
+      (``minibatch["support"]``, :attr:`agents.lm.rollout.Rollout.support`), so a sampled token never falls
+      outside it as the policy moves (its log-prob would be -inf). The reference's log-probs are not truncated
+      (``truncate=False``): truncated, it would give probability 0 to tokens the policy samples, an infinite KL.
     - ``separate_critic``: the value reads a second copy of the trunk instead of sharing it.
     - ``value_head_init``: ``"zeros"`` (every value starts at 0, so early advantages are the returns rather than
       value-head noise) or ``"normal"`` (std ``1/sqrt(d+1)``, the head init of OpenAI's lm-human-preferences,
@@ -86,11 +153,13 @@ class CausalLMPolicy(nn.Module):
     """
 
     def __init__(self, model: Any = None, *, vocab_size: int | None = None, temperature: float = 1.0,
-                 separate_critic: bool = False, value_head_init: str = "zeros", dtype: torch.dtype | None = None,
-                 ) -> None:
+                 top_k: int = 0, top_p: float = 1.0, separate_critic: bool = False, value_head_init: str = "zeros",
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_truncation(top_k, top_p)
+        self.top_k, self.top_p = int(top_k), float(top_p)
         if value_head_init not in ("normal", "zeros"):
             raise ValueError(f"value_head_init must be 'normal' or 'zeros', got {value_head_init!r}")
         self.model = load_causal_lm(model, dtype)
@@ -112,6 +181,7 @@ class CausalLMPolicy(nn.Module):
         nn.init.zeros_(self.value_head.bias)
         self.value_head.to(next(lm.parameters()).dtype)
         self.critic: nn.Module | None = copy.deepcopy(self._trunk(lm)) if separate_critic else None
+        self.trainable_layers: int | None = None  # set by train_only_last_layers
 
     # -- the model's parts --------------------------------------------------------------------------------
     @property
@@ -138,56 +208,189 @@ class CausalLMPolicy(nn.Module):
                              f"logits; make the env with action_size={self.out_size} (the model's output size) "
                              "and the model's own tokenizer")
 
-    # -- forward ------------------------------------------------------------------------------------------
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                past_key_values: Any = None, use_cache: bool = False, logits_from: int = 0,
-                logits_to: int | None = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """``(logits, values, past)`` for the columns ``[logits_from, logits_to)`` of the input.
+    # -- trunk reuse: the frozen bottom blocks run once per iteration (issue 11) ---------------------------
+    @property
+    def frozen_blocks(self) -> int:
+        """How many bottom blocks are frozen (and equal in the reference) when only the last N train
+        (:func:`train_only_last_layers`): the hidden states after them, the *boundary states*, can be computed
+        once per iteration (:meth:`boundary_states`) and every later pass runs only the N blocks on top.
+        0 when every block trains, under LoRA (every block has an adapter) and with N = 0 (nothing to run)."""
+        n = self.trainable_layers
+        if not n:
+            return 0
+        return len(transformer_blocks(self._trunk(self.hf_model))[1]) - n
 
-        ``logits`` are ``(n, k, V)`` float32, already divided by the temperature and with ids >= ``vocab_size``
-        at -inf; ``values`` are ``(n, k)``. ``attention_mask`` covers the cache plus the new columns. With
-        ``use_cache`` the third item is the updated KV cache (else None). A separate critic keeps no cache, so
-        it is only supported without ``use_cache`` (:func:`agents.lm.rollout.rollout` re-runs it at the end).
-        """
-        lm = self.hf_model
-        out = self._trunk(lm)(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                              past_key_values=past_key_values, use_cache=use_cache)
-        hidden = out.last_hidden_state[:, logits_from:logits_to]  # (n, k, d)
-        logits = lm.get_output_embeddings()(hidden).float()  # (n, k, V); a no-op cast in fp32
+    @contextlib.contextmanager
+    def _only_blocks(self, start: int, stop: int | None, inject: torch.Tensor | None = None) -> Iterator[None]:
+        """Inside it, the trunk runs only its blocks ``[start, stop)``, through transformers' own forward
+        (embeddings, attention mask, rotary positions, final norm), block ``start`` reading ``inject`` in place
+        of its input. The embeddings' output is then discarded: a lookup, cheap beside a block. The blocks
+        keep their own attributes; a model that picks a block's mask by its *index* in the list (interleaved
+        sliding-window attention) would need the offset, which SmolLM2, Llama and GPT-2 do not."""
+        trunk = self._trunk(self.hf_model)
+        name, blocks = transformer_blocks(trunk)
+        view = nn.ModuleList(list(blocks)[start:stop])
+        handle = None
+        if inject is not None:
+            def feed(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+                if args:
+                    return (inject, *args[1:]), kwargs
+                return args, {**kwargs, "hidden_states": inject}
+            handle = view[0].register_forward_pre_hook(feed, with_kwargs=True)
+        setattr(trunk, name, view)
+        try:
+            yield
+        finally:
+            setattr(trunk, name, blocks)
+            if handle is not None:
+                handle.remove()
+
+    @torch.no_grad()
+    def boundary_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``(n, L, d)`` hidden states after the :attr:`frozen_blocks` bottom blocks (no grad): pass them as
+        ``boundary`` to :meth:`forward` / :meth:`evaluate` (as ``minibatch["boundary"]``) and only the blocks
+        on top run. The frozen blocks are shared with the reference, so one computation serves both."""
+        K = self.frozen_blocks
+        if K == 0:
+            raise ValueError("boundary_states needs frozen bottom blocks: train_only_last_layers(policy, n) "
+                             "with 0 < n < the number of blocks")
+        trunk = self._trunk(self.hf_model)
+        grabbed: list[torch.Tensor] = []
+        hook = transformer_blocks(trunk)[1][K - 1].register_forward_hook(
+            lambda m, a, out: grabbed.append(out[0] if isinstance(out, tuple) else out))
+        try:
+            with self._only_blocks(0, K):
+                trunk(**model_inputs(input_ids, attention_mask), use_cache=False, **kv_cache_io(trunk, None)[0])
+        finally:
+            hook.remove()
+        return grabbed[-1]  # (n, L, d)
+
+    # -- the reference: frozen copies of what trains, run through this forward -----------------------------
+    def reference_parts(self) -> dict[str, nn.Module]:
+        """Frozen copies of the LM's modules that train, by path in :attr:`hf_model` (``""`` is the whole LM).
+
+        With :func:`train_only_last_layers` these are the N top blocks and the final norm: the reference
+        shares every frozen module (embeddings, bottom blocks, output layer) with the policy and holds only
+        N blocks and a norm. Full fine-tuning copies the whole LM; N = 0 copies nothing (the LM is frozen).
+        Run the reference with ``with policy.swapped(parts): ...`` so that its log-probs come from the same
+        :meth:`forward` as the policy's (temperature, vocabulary mask, trunk reuse)."""
+        paths = _trainable_paths(self.hf_model)
+        return {p: copy.deepcopy(self.hf_model.get_submodule(p)).requires_grad_(False) for p in paths}
+
+    @contextlib.contextmanager
+    def swapped(self, parts: dict[str, nn.Module]) -> Iterator[None]:
+        """Inside it, the LM's modules at the paths of ``parts`` are ``parts``' modules (the reference)."""
+        if "" in parts:  # the whole LM (full fine-tuning)
+            if hasattr(self.model, "get_base_model"):
+                raise ValueError("swapping the whole LM of a peft model: use its disable_adapter() instead")
+            old, self.model = self.model, parts[""]
+            try:
+                yield
+            finally:
+                self.model = old
+            return
+        lm, undo = self.hf_model, []
+        try:
+            for path, module in parts.items():
+                parent_path, _, attr = path.rpartition(".")
+                parent = lm.get_submodule(parent_path)
+                undo.append((parent, attr, getattr(parent, attr)))
+                setattr(parent, attr, module)
+            yield
+        finally:
+            for parent, attr, module in reversed(undo):
+                setattr(parent, attr, module)
+
+    # -- forward ------------------------------------------------------------------------------------------
+    def head_logits(self, hidden: torch.Tensor, truncate: bool = True, support: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+        """``(n, k, V)`` float32 logits of hidden states ``(n, k, d)``, divided by the temperature, with ids
+        >= ``vocab_size`` at -inf, and (``truncate``) outside ``top_k`` / ``top_p`` at -inf, or outside
+        ``support`` ``(n, k, V)`` bool when given (the set kept when the tokens were sampled): the one place
+        that turns the trunk's output into the policy's distribution (the reference's log-probs go through it
+        too)."""
+        n, k, d = hidden.shape
+        # the head on a 2-D contiguous copy: on a (n, k, d) column slice that needs grad, torch's linear takes a
+        # batched-matmul path, 2.8x slower forward + backward at (32, 8, 576) x 49 152 on one CPU thread
+        logits = self.hf_model.get_output_embeddings()(hidden.reshape(n * k, d)).view(n, k, -1).float()  # (n, k, V)
         if self.temperature != 1.0:
             logits = logits.div_(self.temperature)  # in place: no second (n, k, V) copy (autograd-safe after a linear)
         if self.vocab_size < self.out_size:
             logits[..., self.vocab_size:] = float("-inf")  # padded ids: never sampled
+        if truncate and support is not None:
+            logits = logits.masked_fill(~support, float("-inf"))
+        elif truncate and self.truncates:
+            logits = truncate_logits(logits, self.top_k, self.top_p)
+        return logits
+
+    @property
+    def truncates(self) -> bool:
+        """Whether sampling is truncated (top-k or top-p on)."""
+        return bool(self.top_k) or self.top_p < 1.0
+
+    def _values(self, hidden: torch.Tensor) -> torch.Tensor:
+        # fp32 even under bf16 autocast (the value loss is a small difference of values): a (d, 1) matmul
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()  # (n, k)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                past_key_values: Any = None, use_cache: bool = False, logits_from: int = 0,
+                logits_to: int | None = None, boundary: torch.Tensor | None = None, truncate: bool = True,
+                support: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """``(logits, values, past)`` for the columns ``[logits_from, logits_to)`` of the input.
+
+        ``logits`` are :meth:`head_logits` (``truncate``, ``support``: top-k / top-p); ``values`` are ``(n, k)``.
+        ``attention_mask`` covers the cache plus the new columns. With ``use_cache`` the third item is the
+        updated KV cache (else None). ``boundary`` (from :meth:`boundary_states`, over the same ``input_ids``)
+        runs only the blocks above the frozen ones. A separate critic keeps no cache, so it is only supported
+        without ``use_cache`` (:func:`agents.lm.rollout.rollout` re-runs it at the end).
+        """
+        trunk = self._trunk(self.hf_model)
+        cache_kw, cache_name = kv_cache_io(trunk, past_key_values, use_cache)
+        if boundary is not None and use_cache:
+            raise ValueError("boundary states and use_cache do not go together (a rollout runs every block)")
+        reuse = self._only_blocks(self.frozen_blocks, None, inject=boundary) if boundary is not None else \
+            contextlib.nullcontext()
+        with reuse:
+            out = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                        use_cache=use_cache, **cache_kw)
+        hidden = out.last_hidden_state[:, logits_from:logits_to]  # (n, k, d)
+        logits = self.head_logits(hidden, truncate, support)  # (n, k, V)
+        past = getattr(out, cache_name) if use_cache else None
         if self.critic is not None:
             if use_cache:
-                values = torch.zeros(logits.shape[:2], device=logits.device)  # filled after the rollout
-                return logits, values, out.past_key_values
-            c = self.critic(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+                return logits, torch.zeros(logits.shape[:2], device=logits.device), past  # filled after the rollout
+            c = self.critic(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            use_cache=False, **kv_cache_io(self.critic, None)[0])
             hidden = c.last_hidden_state[:, logits_from:logits_to]
-        values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()  # (n, k)
-        return logits, values, out.past_key_values if use_cache else None
+        return logits, self._values(hidden), past
 
     def evaluate(self, minibatch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(logprob, entropy, value)`` of ``minibatch["actions"]``, each ``(n, T)``, from one forward pass over
-        ``input_ids`` ``(n, P + T)`` (left-padded prompts, right-padded completions) and ``attention_mask``."""
+        ``input_ids`` ``(n, P + T)`` (left-padded prompts, right-padded completions) and ``attention_mask``;
+        ``minibatch["boundary"]`` (optional, :meth:`boundary_states`) runs only the trainable top blocks;
+        ``minibatch["support"]`` (optional, ``(n, T, V)`` bool) is the truncated sampling's kept set."""
         actions = minibatch["actions"]  # (n, T)
         T = actions.shape[1]
         ids, mask = minibatch["input_ids"], minibatch["attention_mask"]
         P = ids.shape[1] - T
         if P < 1:
             raise ValueError(f"input_ids has {ids.shape[1]} columns, fewer than the {T} actions + 1 prompt token")
-        logits, values, _ = self(**model_inputs(ids, mask), logits_from=P - 1, logits_to=P - 1 + T)  # (n, T, V)
-        logp_all = torch.log_softmax(logits, dim=-1)  # (n, T, V)
+        logits, values, _ = self(**model_inputs(ids, mask), logits_from=P - 1, logits_to=P - 1 + T,
+                                 boundary=minibatch.get("boundary"), support=minibatch.get("support"))  # (n, T, V)
+        logp_all = torch.log_softmax(logits, dim=-1)  # (n, T, V), float32
         logprob = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)  # (n, T)
         p_all = logp_all.exp()
         entropy = -(p_all * logp_all.masked_fill(torch.isinf(logp_all), 0.0)).sum(-1)  # (n, T); 0*-inf -> 0
         return logprob, entropy, values
 
     @torch.no_grad()
-    def sequence_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, T: int) -> torch.Tensor:
+    def sequence_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, T: int,
+                          boundary: torch.Tensor | None = None, truncate: bool = True) -> torch.Tensor:
         """Log-probs ``(n, T)`` of the last ``T`` columns of ``input_ids`` (the completions)."""
         P = input_ids.shape[1] - T
-        logits, _, _ = self(**model_inputs(input_ids, attention_mask), logits_from=P - 1, logits_to=P - 1 + T)
+        logits, _, _ = self(**model_inputs(input_ids, attention_mask), logits_from=P - 1, logits_to=P - 1 + T,
+                            boundary=boundary, truncate=truncate)
         return torch.log_softmax(logits, -1).gather(-1, input_ids[:, P:].long().unsqueeze(-1)).squeeze(-1)
 
     def save_pretrained(self, folder: str | Path, tokenizer: Any = None) -> Path:
@@ -222,14 +425,11 @@ def apply_lora(policy: CausalLMPolicy, r: int = 16, alpha: int = 32, dropout: fl
 def train_only_last_layers(policy: CausalLMPolicy, n: int) -> CausalLMPolicy:
     """Freeze the LM except its last ``n`` transformer blocks and the final norm (the value head and a separate
     critic still train). Embeddings and the (often tied) output layer stay frozen. The backward pass then stops
-    at block ``L - n``, which makes PPO affordable on a CPU (a cheap form of the partial fine-tuning in
-    Ziegler et al. 2019's ablations); ``n=0`` trains the value head only."""
+    at block ``L - n``, and the blocks below are shared with the reference and run once per iteration
+    (:attr:`CausalLMPolicy.frozen_blocks`), which makes PPO affordable on a CPU (a cheap form of the partial
+    fine-tuning in Ziegler et al. 2019's ablations); ``n=0`` trains the value head only."""
     trunk = policy._trunk(policy.hf_model)
-    blocks = max(((name, m) for name, m in trunk.named_children() if isinstance(m, nn.ModuleList)),
-                 key=lambda x: len(x[1]), default=(None, None))
-    if blocks[0] is None:
-        raise ValueError(f"cannot find the transformer blocks of {type(trunk).__name__}; train all layers instead")
-    name, layers = blocks
+    name, layers = transformer_blocks(trunk)
     if not 0 <= n <= len(layers):
         raise ValueError(f"trainable_layers must be in [0, {len(layers)}] for this model, got {n}")
     policy.model.requires_grad_(False)
@@ -240,4 +440,18 @@ def train_only_last_layers(policy: CausalLMPolicy, n: int) -> CausalLMPolicy:
             if child_name != name and not isinstance(child, nn.Embedding) and \
                     not any(isinstance(m, nn.Embedding) for m in child.modules()):
                 child.requires_grad_(True)  # the final norm (ln_f / norm)
+    policy.trainable_layers = n
     return policy
+
+
+def _trainable_paths(module: nn.Module, prefix: str = "") -> list[str]:
+    """The fewest submodule paths whose modules hold every parameter that requires grad, each module trainable
+    throughout (its own parameters all require grad)."""
+    params = list(module.parameters())
+    if params and all(p.requires_grad for p in params):
+        return [prefix]
+    if any(p.requires_grad for p in module.parameters(recurse=False)):
+        raise ValueError(f"module {prefix or type(module).__name__!r} is only partly trainable; cannot copy it "
+                         "as a reference part")
+    return [path for name, child in module.named_children()
+            for path in _trainable_paths(child, f"{prefix}.{name}" if prefix else name)]

@@ -20,7 +20,6 @@ normalisation, the KL of the KL controller, the loss's token count and the logge
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import json
 import math
@@ -33,10 +32,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from agents.lm.policy import CausalLMPolicy, apply_lora, model_inputs, train_only_last_layers
+from agents.device import resolve_device
+from agents.lm.policy import CausalLMPolicy, apply_lora, train_only_last_layers
 from agents.lm.rollout import Rollout, rollout
 from agents.ppo.core import PPOUpdateConfig, masked_mean, ppo_update, sequence_gae
-from textgym.scorers import scorer_spec
+from textgym.scorers import make_scorer, score_batch, scorer_spec
+from textgym.stats import mean_ci
 
 if TYPE_CHECKING:
     from agents.distributed import Dist
@@ -47,7 +48,11 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------------------------------------
 @dataclass
 class RLHFPPOConfig(PPOUpdateConfig):
-    """PPO settings with RLHF defaults (Huang et al. 2024 / TRL PPO unless noted)."""
+    """:class:`agents.ppo.core.PPOUpdateConfig` with RLHF defaults (Huang et al. 2024 / TRL PPO unless noted).
+
+    The same fields, the same meaning, passed to the same :func:`~agents.ppo.core.ppo_update`: only the defaults
+    below differ (``ent_coef``, ``vf_clip_takes_max``, ``target_kl`` and ``target_kl_mode`` keep PPO's).
+    """
 
     n_epochs: int = 2
     """passes over the batch per update"""
@@ -72,7 +77,8 @@ class RLHFConfig:
     """Everything that defines an RLHF run; ``textgym train`` generates one flag per field."""
 
     task: str = "TextGen-Sentiment-v0"
-    """registered env id whose prompts and scorer define the task"""
+    """registered env id, or its short name (sentiment, sql, data-analysis, copy, ...), whose prompts and scorer
+    define the task"""
     model: str | None = None
     """causal LM: a local folder or a cached hub id (None: the embedded SmolLM2-135M-Instruct)"""
     out: str = "runs/rlhf"
@@ -85,6 +91,12 @@ class RLHFConfig:
     """tokenizer override (None: the task's for the default model, else the model's own folder)"""
     prompts: str | None = None
     """prompt source override (a file, 'builtin:NAME' or 'gen:NAME'; None: the task's)"""
+    prompt_kwargs: dict[str, Any] | None = None
+    """arguments of a generated prompt source, as JSON: difficulty ('{"kinds": ["max", "min"], "max_rows": 4}') or a
+    curriculum ('{"curriculum": [["max", "min"], ["argmax", "argmin"]], "threshold": 0.6}')"""
+    gold_scorer: str | dict[str, Any] | None = None
+    """a second scorer, logged every iteration as rlhf/gold_score_mean beside the training score and never trained
+    on: when the training score rises while the gold falls, the policy over-optimises the training scorer"""
     scorer: str | dict[str, Any] | None = None
     """scorer override (None: the task's): a name ('vader'), 'reward-model:PATH' (a reward model folder written
     by `textgym train-rm`), or a JSON object of a name and its arguments, e.g. '{"name": "reward-model", "path":
@@ -95,6 +107,13 @@ class RLHFConfig:
     """completion budget in tokens (None: the task's)"""
     temperature: float = 1.0
     """sampling temperature, also applied to the log-probs PPO trains on (Huang et al. 2024)"""
+    top_k: int = 0
+    """sample from the k most likely tokens only (0: off); the rollout's and the update's log-probs are those of the
+    truncated, renormalised distribution, the KL is to the untruncated reference (see docs/rlhf.md)"""
+    top_p: float = 1.0
+    """nucleus sampling: the most likely tokens of total probability >= top_p (1: off), as top_k"""
+    stop_strings: list[str] | None = None
+    """strings that end a completion, e.g. --stop-strings . ! ? (None: the task's)"""
     lr: float = 3e-6
     """Adam learning rate (LoRA usually wants ~1e-4)"""
     adam_eps: float = 1e-5
@@ -146,8 +165,20 @@ class RLHFConfig:
     """write a checkpoint every N iterations (and at the end)"""
     device: str = "auto"
     """'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1' ..."""
-    bf16: bool = True
-    """bf16 autocast for forward passes on CUDA (ignored on CPU)"""
+    precision: str = "auto"
+    """'auto' (bf16 autocast on CUDA with bf16, and on CPUs whose torch reports AMX or AVX512-BF16; else fp32),
+    'fp32' or 'bf16' (an error where the device has no bf16). Master weights, Adam, log-softmax, losses and KL
+    stay fp32 either way"""
+    allow_precision_change: bool = False
+    """let --resume continue a checkpoint written in another precision (refused otherwise)"""
+    trunk_reuse: bool = True
+    """with --trainable-layers N (0 < N < blocks): keep the frozen bottom blocks' output as the rollout decodes and
+    run only the top N blocks in every later pass (the reference's, each PPO epoch and minibatch); False runs every
+    block in every pass (the slower path, kept for benchmarks/rlhf_iteration.py)"""
+    recompute_logprobs: bool | None = None
+    """recompute the rollout's log-probs and values in one forward over the finished sequences, the update's own
+    path, before the PPO epochs (None: on under bf16, where the cached decode and a full forward round differently
+    and the first ratio would not be 1; in fp32 they agree to ~1e-6)"""
     num_threads: int | None = None
     """torch.set_num_threads (None: torch's default)"""
     tensorboard: bool = True
@@ -157,7 +188,11 @@ class RLHFConfig:
 
 
 # fields that may differ when a run is resumed: where and how it runs, not what it computes
-RESUMABLE_FIELDS = ("iterations", "out", "device", "num_threads", "checkpoint_every", "tensorboard", "progress")
+RESUMABLE_FIELDS = ("iterations", "out", "device", "num_threads", "checkpoint_every", "tensorboard", "progress",
+                    "precision", "allow_precision_change", "trunk_reuse")
+# (the precision a checkpoint was computed in is checked against the resolved one: RLHFTrainer.load_state_dict)
+REMOVED_FIELDS = ("bf16",)
+"""fields of older configs that no longer exist (``bf16``, now ``precision``): ignored on resume"""
 
 
 def config_dict(cfg: RLHFConfig) -> dict[str, Any]:
@@ -169,7 +204,7 @@ def config_differences(saved: dict[str, Any], cfg: RLHFConfig) -> list[str]:
     now = config_dict(cfg)
     keys = sorted(set(saved) | set(now))
     return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys
-            if k not in RESUMABLE_FIELDS and saved.get(k) != now.get(k)]
+            if k not in RESUMABLE_FIELDS + REMOVED_FIELDS and saved.get(k) != now.get(k)]
 
 
 def validate(cfg: RLHFConfig) -> None:
@@ -180,6 +215,8 @@ def validate(cfg: RLHFConfig) -> None:
         (cfg.max_new_tokens is None or cfg.max_new_tokens >= 1,
          f"max_new_tokens must be >= 1, got {cfg.max_new_tokens}"),
         (cfg.temperature > 0, f"temperature must be > 0, got {cfg.temperature}"),
+        (isinstance(cfg.top_k, int) and cfg.top_k >= 0, f"top_k must be an int >= 0 (0: off), got {cfg.top_k!r}"),
+        (0 < cfg.top_p <= 1, f"top_p must be in (0, 1] (1: off), got {cfg.top_p!r}"),
         (cfg.lr > 0, f"lr must be > 0, got {cfg.lr}"),
         (cfg.kl_coef >= 0, f"kl_coef must be >= 0, got {cfg.kl_coef}"),
         (cfg.kl_estimator in ("k1", "k3"), f"kl_estimator must be 'k1' or 'k3', got {cfg.kl_estimator!r}"),
@@ -190,6 +227,7 @@ def validate(cfg: RLHFConfig) -> None:
         (1 <= cfg.ppo.minibatch_size <= cfg.num_envs,
          f"ppo.minibatch_size={cfg.ppo.minibatch_size} must be in [1, num_envs={cfg.num_envs}]"),
         (cfg.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {cfg.checkpoint_every}"),
+        (cfg.precision in PRECISIONS, f"precision must be 'auto', 'fp32' or 'bf16', got {cfg.precision!r}"),
         (not (cfg.lora and cfg.separate_critic), "lora and separate_critic together are not supported; pick one"),
         (not (cfg.lora and cfg.trainable_layers is not None), "lora and trainable_layers together: pick one"),
     ]
@@ -200,6 +238,8 @@ def validate(cfg: RLHFConfig) -> None:
         if not isinstance(cfg.scorer, (str, dict)):
             raise ValueError(f"scorer must be a name, 'reward-model:PATH' or a dict with 'name', got {cfg.scorer!r}")
         scorer_spec(cfg.scorer)  # before any model is loaded: says what to write
+    if cfg.gold_scorer is not None:
+        scorer_spec(cfg.gold_scorer)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -295,13 +335,13 @@ class RunningMoments:
         self.mean, self.var, self.count = s["mean"], s["var"], s["count"]
 
 
-def process_scores(scores: torch.Tensor, ended_with_eos: torch.Tensor, cfg: RLHFConfig,
+def process_scores(scores: torch.Tensor, ended: torch.Tensor, cfg: RLHFConfig,
                    moments: RunningMoments, dist: Dist | None = None) -> torch.Tensor:
     """Missing-EOS penalty, then normalisation, then clipping, in that order (TRL's order). With ``dist``,
     ``scores`` is this process's share and the normalisation uses the statistics of the global batch."""
     s = scores.float().clone()
     if cfg.missing_eos_penalty is not None:
-        s[~ended_with_eos] -= cfg.missing_eos_penalty  # N+ TL;DR paper: penalise completions that never end
+        s[~ended] -= cfg.missing_eos_penalty  # N+ TL;DR paper: penalise completions cut by the budget (not EOS/stop)
     n_global = s.numel() if dist is None else int(dist.all_reduce_sum(float(s.numel())))
     if cfg.score_norm == "batch" and n_global > 1:
         if dist is None:
@@ -317,18 +357,39 @@ def process_scores(scores: torch.Tensor, ended_with_eos: torch.Tensor, cfg: RLHF
     return s
 
 
-def mean_ci95(x: np.ndarray | torch.Tensor) -> tuple[float, float]:
-    """(mean, half-width of a normal 95% confidence interval of the mean)."""
-    a = np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
-    if a.size < 2:
-        return float(a.mean()) if a.size else float("nan"), float("nan")
-    return float(a.mean()), float(1.96 * a.std(ddof=1) / math.sqrt(a.size))
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
-def pick_device(spec: str = "auto") -> torch.device:
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls natively, as this torch build reports it (AMX tiles or AVX512-BF16).
+
+    ``torch.cpu._is_amx_tile_supported`` / ``_is_avx512_bf16_supported`` are the only query torch has (private
+    names; a build without them counts as no support). Without either, bf16 is emulated: on an AVX2 EPYC with
+    torch 2.13, one thread, a 1024 x 576 x 1536 bf16 matmul ran at 1.4 GFLOP/s against 73 in fp32.
+    """
+    return any(bool(getattr(torch.cpu, name, lambda: False)())
+               for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+
+
+def resolve_precision(spec: str, device: torch.device) -> str:
+    """``"fp32"`` or ``"bf16"`` for ``spec`` (``auto|fp32|bf16``) on ``device``; bf16 where it is not native is
+    an error (it would run, emulated, many times slower than fp32)."""
+    if spec not in PRECISIONS:
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {spec!r}")
+    if spec == "fp32":
+        return "fp32"
+    if device.type == "cuda":
+        native, where = torch.cuda.is_bf16_supported(), f"the GPU {torch.cuda.get_device_name(device)}"
+    else:
+        native = device.type == "cpu" and cpu_supports_bf16()
+        where = f"this {device.type} (torch reports {torch.backends.cpu.get_cpu_capability()}, neither AMX nor " \
+                "AVX512-BF16)" if device.type == "cpu" else f"the device {device}"
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
+        return "bf16" if native else "fp32"
+    if not native:
+        raise ValueError(f"precision='bf16': {where} has no native bf16, where it runs emulated and far slower "
+                         "than fp32; pass --precision auto or fp32")
+    return "bf16"
 
 
 def make_dist(cfg: RLHFConfig) -> Dist:
@@ -341,8 +402,8 @@ def make_dist(cfg: RLHFConfig) -> Dist:
             raise ValueError(f"device={cfg.device!r}: under several processes each process's GPU is chosen by "
                              "accelerate (its local rank); pass --device auto, cuda or cpu")
         cpu = True if cfg.device == "cpu" else (False if cfg.device == "cuda" else None)
-        return Dist(cpu=cpu, mixed_precision="no")  # bf16 autocast is the trainer's own (cfg.bf16)
-    return Dist(cpu=pick_device(cfg.device).type != "cuda", use_accelerate=False)
+        return Dist(cpu=cpu, mixed_precision="no")  # bf16 autocast is the trainer's own (cfg.precision)
+    return Dist(cpu=resolve_device(cfg.device).type != "cuda", use_accelerate=False)
 
 
 def sampling_seed(seed: int, iteration: int, env_index: int) -> int:
@@ -355,7 +416,8 @@ def sampling_seed(seed: int, iteration: int, env_index: int) -> int:
 # the trainer
 # --------------------------------------------------------------------------------------------------------
 class RLHFTrainer:
-    """Builds env, policy, reference and optimizer from an :class:`RLHFConfig`, and runs iterations.
+    """Builds env, policy, reference and optimizer from an :class:`RLHFConfig`, and runs iterations
+    (:meth:`run_iteration`).
 
     ``model`` overrides ``cfg.model`` with a loaded model object (tests, notebooks).
     """
@@ -369,22 +431,26 @@ class RLHFTrainer:
         if cfg.num_threads is not None:
             torch.set_num_threads(int(cfg.num_threads))
         torch.manual_seed(cfg.seed)  # the same initial weights (value head) on every process
-        self.device = self.dist.device if self.dist.distributed else pick_device(cfg.device)
+        self.device = self.dist.device if self.dist.distributed else resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)  # before the model loads: fail fast
         self.policy = CausalLMPolicy(model if model is not None else cfg.model, temperature=cfg.temperature,
-                                     separate_critic=cfg.separate_critic, value_head_init=cfg.value_head_init)
+                                     top_k=cfg.top_k, top_p=cfg.top_p, separate_critic=cfg.separate_critic,
+                                     value_head_init=cfg.value_head_init)
         self.env = env if env is not None else self.make_env()
         self.policy.vocab_size = int(self.env.vocab_size)
         self.policy.check_action_size(self.env.action_size)
+        # the reference: frozen copies of what trains, run through the policy's own forward (policy.swapped);
+        # with LoRA, the same weights with the adapter disabled (no copy)
+        self.ref_parts: dict[str, torch.nn.Module] | None = None
         if cfg.lora:
             apply_lora(self.policy, r=cfg.lora_r, alpha=cfg.lora_alpha)
-            self.ref_model = None  # the reference: the same weights with the adapter disabled (saves a copy)
         else:
-            self.ref_model = copy.deepcopy(self.policy.hf_model).eval().requires_grad_(False)  # frozen reference
             if cfg.trainable_layers is not None:
                 train_only_last_layers(self.policy, cfg.trainable_layers)
+            self.ref_parts = {k: m.to(self.device) for k, m in self.policy.reference_parts().items()}
+        self.reuse_trunk = cfg.trunk_reuse and self.policy.frozen_blocks > 0
+        self.recompute = self.precision == "bf16" if cfg.recompute_logprobs is None else cfg.recompute_logprobs
         self.policy.to(self.device)
-        if self.ref_model is not None:
-            self.ref_model.to(self.device)
         params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, eps=cfg.adam_eps)
         # train_policy: what ppo_update calls (DDP's forward under several processes); self.policy: the rest
@@ -397,38 +463,38 @@ class RLHFTrainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)  # minibatch order
         # token sampling when collect() gets no row seeds (training rollouts seed each env: sampling_seed)
         self.sample_generator = torch.Generator(device=self.device).manual_seed(self.dist.seed_for_rank(cfg.seed) + 1)
+        self.gold_scorer = make_scorer(cfg.gold_scorer) if cfg.gold_scorer is not None else None
         self.iteration = 0
 
     # -- construction helpers ---------------------------------------------------------------------------
     def make_env(self) -> Any:
+        """This process's ``BatchedTextGenEnv`` for ``cfg.task`` (:meth:`BatchedTextGenEnv.from_id`), with the
+        config's overrides and the model's output size as the action space."""
         from textgym.envs.vector import BatchedTextGenEnv
-        from textgym.registration import TASKS
+        from textgym.registration import resolve_task
 
         cfg = self.cfg
-        if cfg.task not in TASKS:
-            raise ValueError(f"unknown task {cfg.task!r}; registered: {', '.join(TASKS)}")
-        kwargs = dict(TASKS[cfg.task][1])
+        overrides: dict[str, Any] = {k: getattr(cfg, k) for k in ("prompts", "scorer", "max_new_tokens",
+                                                                  "stop_strings", "prompt_kwargs")
+                                     if getattr(cfg, k) is not None}
         if cfg.tokenizer is not None:
-            kwargs["tokenizer"] = cfg.tokenizer
+            overrides["tokenizer"] = cfg.tokenizer
         elif cfg.model not in (None, "default"):
-            kwargs["tokenizer"] = cfg.model  # a model's own tokenizer
-        for k in ("prompts", "scorer", "max_new_tokens"):
-            if getattr(cfg, k) is not None:
-                kwargs[k] = getattr(cfg, k)
-        from textgym.tokenizers import make_tokenizer
-
-        tok = make_tokenizer(kwargs["tokenizer"])
-        if tok.vocab_size > self.policy.out_size:
-            raise ValueError(f"the tokenizer {kwargs['tokenizer']!r} has {tok.vocab_size} tokens but the model "
-                             f"{cfg.model or 'default'!r} outputs {self.policy.out_size} logits: they do not belong "
-                             "together. Pass the model's own tokenizer (--tokenizer) or a matching --model.")
-        kwargs["tokenizer"] = tok
-        return BatchedTextGenEnv(self.num_local_envs, autoreset_mode="disabled", action_size=self.policy.out_size,
-                                 **kwargs)
+            overrides["tokenizer"] = cfg.model  # a model's own tokenizer
+        try:
+            return BatchedTextGenEnv.from_id(resolve_task(cfg.task), self.num_local_envs, autoreset_mode="disabled",
+                                             action_size=self.policy.out_size, **overrides)
+        except ValueError as e:
+            if not str(e).startswith("action_size="):
+                raise
+            raise ValueError(f"the tokenizer {overrides.get('tokenizer', 'of ' + cfg.task)!r} and the model "
+                             f"{cfg.model or 'default'!r} ({self.policy.out_size} logits) do not belong together: "
+                             f"{e} Pass the model's own tokenizer (--tokenizer) or a matching --model.") from e
 
     def autocast(self) -> Callable[[], Any] | None:
-        if self.device.type == "cuda" and self.cfg.bf16:
-            return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+        """bf16 autocast for the forward passes under ``precision`` bf16 (weights and Adam stay fp32), else None."""
+        if self.precision == "bf16":
+            return lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
         return None
 
     @contextlib.contextmanager
@@ -439,23 +505,44 @@ class RLHFTrainer:
 
     # -- one iteration ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def ref_logprobs(self, r: Rollout) -> torch.Tensor:
-        """Log-probs ``(N, T)`` of the rollout's completions under the frozen reference (same temperature)."""
+    def ref_logprobs(self, r: Rollout, boundary: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-probs ``(N, T)`` of the rollout's completions under the frozen reference, through the policy's
+        own forward (same temperature and vocabulary mask; no top-k / top-p: the KL is that of the sampling
+        distribution to the whole reference distribution, finite where the policy samples); ``boundary``: trunk
+        reuse (the frozen blocks' output, shared by policy and reference)."""
         T = r.completion_ids.shape[1]
-        ids, mask = r.input_ids, r.attention_mask
-        if self.ref_model is None:  # LoRA: the base weights are the reference
-            with self.policy.model.disable_adapter(), self._maybe_autocast():
-                return self.policy.sequence_logprobs(ids, mask, T) * r.completion_mask
-        P = ids.shape[1] - T
-        with self._maybe_autocast():
-            lm = self.ref_model
-            out = getattr(lm, lm.base_model_prefix)(**model_inputs(ids, mask))
-            logits = lm.get_output_embeddings()(out.last_hidden_state[:, P - 1 : P - 1 + T]).float()  # (N, T, V)
-        logits = logits / self.policy.temperature
-        if self.policy.vocab_size < self.policy.out_size:
-            logits[..., self.policy.vocab_size :] = float("-inf")
-        lp = torch.log_softmax(logits, -1).gather(-1, ids[:, P:, None]).squeeze(-1)  # (N, T)
+        with (self.policy.model.disable_adapter() if self.ref_parts is None else  # LoRA: the base weights
+              self.policy.swapped(self.ref_parts)), self._maybe_autocast():
+            lp = self.policy.sequence_logprobs(r.input_ids, r.attention_mask, T, boundary, truncate=False)
         return lp * r.completion_mask
+
+    @torch.no_grad()
+    def full_forward(self, r: Rollout) -> dict[str, torch.Tensor]:
+        """One pass over the finished sequences, in micro-batches of rows: ``boundary`` (trunk reuse: the frozen
+        blocks' output, reused by every PPO pass; the rollout's own, decoded, when it kept it, else computed
+        here), ``ref_logprobs``, and, with recomputation on, the policy's ``logprobs`` and ``values`` from the
+        update's own path (else the rollout's). With trunk reuse all of it runs only the top blocks."""
+        n, step = r.completion_ids.shape[0], self.cfg.ppo.micro_batch_size or self.local_minibatch_size
+        parts: dict[str, list[torch.Tensor]] = {"boundary": [], "ref_logprobs": [], "logprobs": [], "values": []}
+        for s in range(0, n, step):
+            rows = r.rows(slice(s, s + step))
+            with self._maybe_autocast():
+                b = rows.boundary
+                if b is None and self.reuse_trunk:
+                    b = self.policy.boundary_states(rows.input_ids, rows.attention_mask)
+                if self.recompute:
+                    lp, _, v = self.policy.evaluate({"actions": rows.completion_ids, "input_ids": rows.input_ids,
+                                                     "attention_mask": rows.attention_mask, "boundary": b,
+                                                     "support": rows.support})
+                    parts["logprobs"].append(lp * rows.completion_mask)
+                    parts["values"].append(v * rows.completion_mask)
+            parts["ref_logprobs"].append(self.ref_logprobs(rows, b))
+            if b is not None:
+                parts["boundary"].append(b)
+        out = {k: torch.cat(v) for k, v in parts.items() if v}
+        out.setdefault("logprobs", r.logprobs)
+        out.setdefault("values", r.values)
+        return out
 
     @property
     def env_indices(self) -> list[int]:
@@ -464,78 +551,103 @@ class RLHFTrainer:
         return list(range(self.dist.rank * n, (self.dist.rank + 1) * n))
 
     def collect(self, seed: int | list[int] | None = None, greedy: bool = False, prompts: list[Any] | None = None,
-                row_seeds: list[int] | None = None) -> Rollout:
+                row_seeds: list[int] | None = None, keep_boundary: bool = False) -> Rollout:
         """Roll out this process's envs. ``seed``: the env reset seed (an int seeds env i with ``seed + i``, a list
         one seed per env); ``row_seeds``: one token-sampling seed per env (row i's tokens from its own CPU
         generator, see :func:`agents.lm.rollout.sample_tokens`), else the tokens come from
-        ``self.sample_generator``."""
+        ``self.sample_generator``. ``keep_boundary``: keep the frozen blocks' output as it is decoded
+        (:attr:`Rollout.boundary`)."""
         self.policy.eval()
         generator: Any = self.sample_generator
         if row_seeds is not None and not greedy:
             generator = [torch.Generator().manual_seed(s) for s in row_seeds]
         with self._maybe_autocast():
             return rollout(self.policy, self.env, prompts=prompts, seed=seed, greedy=greedy,  # type: ignore[arg-type]
-                           generator=generator)
+                           generator=generator, keep_boundary=keep_boundary)
 
-    def step(self) -> dict[str, float]:
-        """One RLHF iteration; returns the metrics logged for it (global over every process's envs)."""
+    def run_iteration(self) -> dict[str, float]:
+        """One RLHF iteration (rollout, forward, rewards, GAE, PPO update, KL controller); returns the metrics
+        logged for it (global over every process's envs)."""
         cfg, dist = self.cfg, self.dist
         ddp = dist if dist.distributed else None  # one process: ppo_update's plain path, unchanged
         t0 = time.perf_counter()
         envs = self.env_indices
         base = cfg.seed * 1_000_003 + self.iteration * cfg.num_envs  # global env g resets with base + g
-        r = self.collect(seed=[base + g for g in envs], row_seeds=[sampling_seed(cfg.seed, self.iteration, g)
-                                                                    for g in envs])
-        t_rollout = time.perf_counter() - t0
+        r = self.collect(seed=[base + g for g in envs], keep_boundary=self.reuse_trunk,
+                         row_seeds=[sampling_seed(cfg.seed, self.iteration, g) for g in envs])
+        t1 = time.perf_counter()
+        fw = self.full_forward(r)
         mask = r.completion_mask.float()  # (N, T)
-        ref_lp = self.ref_logprobs(r)  # (N, T)
-        kl = kl_per_token(r.logprobs, ref_lp, cfg.kl_estimator) * mask  # (N, T), the penalised estimate
-        kl_k1_seq = ((r.logprobs - ref_lp) * mask).sum(-1)  # (N,) KL per sequence (k1, always logged)
-        scores = process_scores(r.scores, r.ended_with_eos, cfg, self.moments, ddp)  # (N,)
+        logprobs, values = fw["logprobs"], fw["values"]  # (N, T): the update's old log-probs and values
+        kl = kl_per_token(logprobs, fw["ref_logprobs"], cfg.kl_estimator) * mask  # (N, T), the penalised estimate
+        ended = torch.tensor([i.get("end_reason") != "budget" for i in r.infos], device=r.scores.device)  # EOS/stop
+        scores = process_scores(r.scores, ended, cfg, self.moments, ddp)  # (N,) no missing-EOS penalty after a stop
         token_rewards = r.env_rewards - r.scores[:, None] * last_token_onehot(mask)  # per-token env rewards, if any
         rewards, non_score = rlhf_rewards(scores, kl, mask, self.kl_ctl.value, token_rewards)  # (N, T)
-        advantages, returns = sequence_gae(rewards, r.values, mask, cfg.gamma, cfg.gae_lambda)  # (N, T)
-        batch = {"actions": r.completion_ids, "logprobs": r.logprobs, "values": r.values,
-                 "advantages": advantages, "returns": returns, "mask": mask,
-                 "input_ids": r.input_ids, "attention_mask": r.attention_mask}
-        t1 = time.perf_counter()
+        advantages, returns = sequence_gae(rewards, values, mask, cfg.gamma, cfg.gae_lambda)  # (N, T)
+        batch = {"actions": r.completion_ids, "logprobs": logprobs, "values": values, "advantages": advantages,
+                 "returns": returns, "mask": mask, "input_ids": r.input_ids, "attention_mask": r.attention_mask}
+        if "boundary" in fw:
+            batch["boundary"] = fw["boundary"]  # (N, P + T, d): every PPO pass runs only the top blocks
+        if r.support is not None:
+            batch["support"] = r.support  # (N, T, V): top-k / top-p renormalise over the set kept when sampling
+        t2 = time.perf_counter()
         self.policy.train()
         ppo_cfg = dataclasses.replace(cfg.ppo, minibatch_size=self.local_minibatch_size)  # this process's share
         stats = ppo_update(self.train_policy, self.optimizer, batch, ppo_cfg, generator=self.generator,
                            autocast=self.autocast(), dist=ddp)
-        t_update = time.perf_counter() - t1
+        times = {"time/rollout_s": t1 - t0, "time/forward_s": t2 - t1, "time/update_s": time.perf_counter() - t2}
         for p in self.policy.parameters():  # DDP keeps the weights equal: every process stops together
             if p.requires_grad and not torch.isfinite(p).all():
                 raise FloatingPointError("a policy weight became NaN/inf after the update; stopping")
+        kl_k1_seq = ((logprobs - fw["ref_logprobs"]) * mask).sum(-1)  # (N,) KL per sequence (k1, always logged)
+        self.iteration += 1
+        return self._metrics(r, kl_k1_seq, rewards, non_score, advantages, returns, values, stats, times, t0)
+
+    def _metrics(self, r: Rollout, kl_k1_seq: torch.Tensor, rewards: torch.Tensor, non_score: torch.Tensor,
+                 advantages: torch.Tensor, returns: torch.Tensor, values: torch.Tensor, stats: dict[str, float],
+                 times: dict[str, float], t0: float) -> dict[str, float]:
+        """The iteration's log, one key per quantity (SB3's key where SB3 has one), global over the processes;
+        also steps the KL controller with the global KL."""
+        dist, mask = self.dist, r.completion_mask.float()
+        ddp = dist if dist.distributed else None
         # per-episode quantities of the global batch, in global env order (rank-major)
-        per_row = torch.stack([r.scores.float(), kl_k1_seq, r.lengths.float(), r.ended_with_eos.float(),
-                               non_score.sum(-1), rewards.sum(-1)], 1).detach()  # (N, 6)
-        g_scores, g_kl, g_len, g_eos, g_non_score, g_total = dist.gather(per_row).cpu().double().T
+        part_names = sorted(r.infos[0].get("score_parts", {})) if r.infos else []  # the scorer's parts (sql: valid...)
+        part_rows = torch.tensor([[i["score_parts"][k] for k in part_names] for i in r.infos],
+                                 device=r.scores.device).reshape(len(r.infos), len(part_names))  # (N, K)
+        if self.gold_scorer is not None:  # the same completions under the gold scorer: one more column
+            env = self.env
+            samples = [env.make_sample(p, env.encode_prompt(p), ids[m.bool()].tolist())
+                       for p, ids, m in zip(self.env.prompts, r.completion_ids, r.completion_mask)]
+            gold = torch.as_tensor(score_batch(self.gold_scorer, samples)[0], dtype=torch.float32)
+            part_names, part_rows = [*part_names, "__gold__"], torch.cat([part_rows, gold[:, None].to(part_rows)], 1)
+        per_row = torch.cat([torch.stack([r.scores.float(), kl_k1_seq, r.lengths.float(), r.ended_with_eos.float(),
+                                          non_score.sum(-1), rewards.sum(-1)], 1), part_rows], 1).detach()  # (N, 6+K)
+        g_scores, g_kl, g_len, g_eos, g_non_score, g_total, *g_parts = dist.gather(per_row).cpu().double().T
         kl_mean = float(g_kl.mean())
-        self.kl_ctl.update(kl_mean, cfg.num_envs)
-        score_mean, score_ci = mean_ci95(g_scores)
-        n_tokens = float(g_len.sum())
+        self.kl_ctl.update(kl_mean, self.cfg.num_envs)
+        score_mean, score_ci = mean_ci(g_scores.numpy())
         if ddp is not None:
             stats = dist.all_reduce_mean(stats)  # ppo_update divides by the global token count: the mean is global
             var_y = dist.global_masked_var(returns, mask, unbiased=False)
             stats["train/explained_variance"] = (float("nan") if float(var_y) == 0 else float(
-                1 - dist.global_masked_var(returns - r.values, mask, unbiased=False) / var_y))
-        self.iteration += 1
-        metrics = {
-            "reward_mean": score_mean, "reward_ci95": score_ci, "kl": kl_mean,
-            "entropy": -stats.get("train/entropy_loss", float("nan")),
-            "rollout/ep_rew_mean": score_mean, "rollout/ep_len_mean": float(g_len.mean()),
-            "rlhf/score_mean": score_mean, "rlhf/kl_ref": kl_mean, "rlhf/kl_coef": self.kl_ctl.value,
+                1 - dist.global_masked_var(returns - values, mask, unbiased=False) / var_y))
+        return {
+            "rollout/ep_rew_mean": score_mean,  # SB3's key: the mean score (env reward) of the batch's episodes
+            "rollout/ep_rew_ci95": score_ci,  # half-width of its 95% Student-t interval
+            "rollout/ep_len_mean": float(g_len.mean()),
+            "rlhf/kl_ref": kl_mean,  # KL(policy || reference) per completion, k1, nats
+            "rlhf/kl_coef": self.kl_ctl.value,
             "rlhf/non_score_reward": float(g_non_score.mean()),
             "rlhf/total_reward": float(g_total.mean()),
             "rlhf/eos_fraction": float(g_eos.mean()),
             "rlhf/advantage_mean": float(masked_mean(advantages, mask) if ddp is None
                                          else dist.global_masked_mean(advantages, mask)),
-            "time/rollout_s": t_rollout, "time/update_s": t_update,
-            "time/fps": n_tokens / max(time.perf_counter() - t0, 1e-9),
+            **times, "time/fps": float(g_len.sum()) / max(time.perf_counter() - t0, 1e-9),
+            **{"rlhf/gold_score_mean" if k == "__gold__" else f"rollout/score_parts/{k}": float(g.mean())
+               for k, g in zip(part_names, g_parts)},
             **stats,
         }
-        return metrics
 
     # -- state ------------------------------------------------------------------------------------------
     RANK_STATE_KEYS = ("rng", "generator", "sample_generator")
@@ -548,7 +660,7 @@ class RLHFTrainer:
         """What every process holds alike: weights, optimizer, KL controller, score moments, iteration, config."""
         from agents.lm.checkpoint import trainable_state_dict
 
-        return {"iteration": self.iteration, "config": config_dict(self.cfg),
+        return {"iteration": self.iteration, "config": config_dict(self.cfg), "precision": self.precision,
                 "policy": trainable_state_dict(self.policy), "optimizer": self.optimizer.state_dict(),
                 "kl_ctl": self.kl_ctl.state_dict(), "moments": self.moments.state_dict()}
 
@@ -564,6 +676,11 @@ class RLHFTrainer:
         from agents.lm.checkpoint import set_rng_state
 
         state = {**state, **(rank_state or {})}
+        saved = state.get("precision", "fp32" if self.device.type == "cpu" else None)  # older checkpoints: no key
+        if saved is not None and saved != self.precision and not self.cfg.allow_precision_change:
+            raise ValueError(f"the checkpoint was computed in {saved} and this run would continue in "
+                             f"{self.precision} (--precision {self.cfg.precision} on {self.device.type}); pass "
+                             f"--precision {saved} to continue as it ran, or --allow-precision-change true")
         missing, unexpected = self.policy.load_state_dict(state["policy"], strict=False)
         trainable = {n for n, p in self.policy.named_parameters() if p.requires_grad}
         if unexpected or trainable & set(missing):

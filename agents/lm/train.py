@@ -2,11 +2,12 @@
 
     textgym train --task TextGen-Sentiment-v0 --iterations 12 --out runs/demo [--model FOLDER] [--resume]
 
-Writes ``DIR/config.json``, ``DIR/metrics.csv`` (one row per iteration: ``reward_mean``, ``reward_ci95``,
-``kl``, ``entropy``, ``train/*``, ``rlhf/*``), TensorBoard events in ``DIR/tb``, ``DIR/plot.png`` (reward, KL
-to the reference, entropy, value loss per iteration), ``DIR/samples.md`` (greedy completions before and
-after), ``DIR/checkpoint/`` (atomic, for ``--resume``) and ``DIR/final/`` (``save_pretrained`` export that
-plain transformers loads). Every field of :class:`agents.lm.rlhf.RLHFConfig` is a flag (``--ppo.n-epochs``...);
+Writes ``DIR/config.json``, ``DIR/metrics.csv`` (one row per iteration: ``rollout/ep_rew_mean``,
+``rollout/ep_rew_ci95``, ``rlhf/kl_ref``, ``rlhf/*``, ``train/*``, ``time/*``), TensorBoard events in
+``DIR/tb``, ``DIR/plot.png`` (reward, KL to the reference, entropy loss, value loss per iteration),
+``DIR/samples.md`` (greedy completions before and after), ``DIR/checkpoint/`` (atomic, for ``--resume``) and
+``DIR/final/`` (``save_pretrained`` export that plain transformers loads). Every field of
+:class:`agents.lm.rlhf.RLHFConfig` is a flag (``--ppo.n-epochs``...).
 ``--config run.yaml`` (or ``.toml``, or a run's ``config.json``) sets fields from a file, and flags override it.
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 
 from agents.config import add_config_arg, add_dataclass_args, dataclass_from_args
 
-PLOT_KEYS = ("reward_mean", "kl", "entropy", "train/value_loss")
+PLOT_KEYS = ("rollout/ep_rew_mean", "rlhf/kl_ref", "train/entropy_loss", "train/value_loss")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -197,7 +198,7 @@ def _run(cfg: Any, resume: bool, model: Any, dist: Any) -> int:
                    desc="rlhf", disable=not (cfg.progress and dist.is_main), file=sys.stderr)
         for _ in bar:
             try:
-                metrics = trainer.step()
+                metrics = trainer.run_iteration()
             except FloatingPointError as e:  # raised on every process alike (ppo_update checks together)
                 last = find_checkpoint(out)
                 kept = f"the last good checkpoint ({last}) is kept" if last else "no checkpoint was written yet"
@@ -208,7 +209,7 @@ def _run(cfg: Any, resume: bool, model: Any, dist: Any) -> int:
                 break
             if logger is not None:
                 logger.log(trainer.iteration, metrics)
-            bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", kl=f"{metrics['kl']:.2f}")
+            bar.set_postfix(reward=f"{metrics['rollout/ep_rew_mean']:.3f}", kl=f"{metrics['rlhf/kl_ref']:.2f}")
             if trainer.iteration % cfg.checkpoint_every == 0 or trainer.iteration == cfg.iterations:
                 dist.save_state(out, trainer.shared_state_dict, trainer.rank_state_dict())
     finally:
@@ -219,7 +220,8 @@ def _run(cfg: Any, resume: bool, model: Any, dist: Any) -> int:
         return status
     if dist.is_main:
         if (out / "metrics.csv").stat().st_size > 0 and trainer.iteration > 0:
-            plot_metrics(out / "metrics.csv", list(PLOT_KEYS), out / "plot.png", title=f"RLHF on {cfg.task}")
+            keys = [*PLOT_KEYS, *(["rlhf/gold_score_mean"] if cfg.gold_scorer is not None else [])]
+            plot_metrics(out / "metrics.csv", keys, out / "plot.png", title=f"RLHF on {cfg.task}")
         after = _samples(trainer, cfg.n_samples)
         _write_samples_md(out / "samples.md", before, after, f"RLHF on {cfg.task}: samples")
         hf_tok = getattr(trainer.env.tokenizer, "hf", None)
@@ -233,7 +235,7 @@ def _run(cfg: Any, resume: bool, model: Any, dist: Any) -> int:
 
 
 def reward_summary(csv_path: Path) -> str | None:
-    """First vs last iteration's mean score with 95% CIs (half-widths from ``reward_ci95``), and whether the
+    """First vs last iteration's mean score with 95% CIs (half-widths from ``rollout/ep_rew_ci95``), and whether the
     intervals are disjoint: the demo's evidence that the reward rose beyond noise."""
     import csv
 
@@ -241,20 +243,22 @@ def reward_summary(csv_path: Path) -> str | None:
     if len(rows) < 2:
         return None
     a, b = rows[0], rows[-1]
-    ma, ca, mb, cb = (float(a["reward_mean"]), float(a["reward_ci95"]), float(b["reward_mean"]),
-                      float(b["reward_ci95"]))
+    ma, ca, mb, cb = (float(a["rollout/ep_rew_mean"]), float(a["rollout/ep_rew_ci95"]),
+                      float(b["rollout/ep_rew_mean"]), float(b["rollout/ep_rew_ci95"]))
     verdict = ("rise beyond noise (95% CIs disjoint)" if mb - cb > ma + ca else
                "drop beyond noise (95% CIs disjoint)" if mb + cb < ma - ca else "not beyond noise (95% CIs overlap)")
-    kl_max = max(float(r["kl"]) for r in rows)
+    kl_max = max(float(r["rlhf/kl_ref"]) for r in rows)
     return (f"reward: iteration {a['step']} {ma:.3f} ± {ca:.3f} -> iteration {b['step']} {mb:.3f} ± {cb:.3f}: "
             f"{verdict}; max KL to the reference {kl_max:.2f} nats per completion")
 
 
 def main(args: argparse.Namespace) -> int:
     from agents.lm.rlhf import RLHFConfig
+    from textgym.registration import resolve_task
 
     cfg = dataclass_from_args(RLHFConfig, args)
     try:
+        cfg.task = resolve_task(cfg.task)  # config.json records the full id
         return run(cfg, resume=bool(getattr(args, "resume", False)))
     except (ValueError, OSError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)

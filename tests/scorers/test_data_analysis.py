@@ -56,8 +56,25 @@ def test_known_table_numbers_exact_close_and_unparseable():
     assert parts["closeness"][3] == pytest.approx(closeness_20)
     scores, info_parts = score_batch(s, samples)
     np.testing.assert_allclose(scores, [1, 1, 1, 0.5 * closeness_20, 0, 1, 1])
-    assert set(info_parts) == {"correct", "closeness", "parsed"}
+    assert set(info_parts) == {"correct", "closeness", "parsed", "strict", "lenient"}  # the last two: weight 0
     np.testing.assert_allclose(s.score(samples), scores)
+    np.testing.assert_array_equal(info_parts["strict"], [1, 0, 0, 0, 0, 1, 1])  # " about $3.50", " 17 items": not alone
+    np.testing.assert_array_equal(info_parts["lenient"], [1, 1, 1, 0, 0, 1, 1])
+
+
+def test_strict_and_lenient_are_reported_apart():
+    s = DataAnalysisScorer()
+    num = meta_number(17)
+    texts = ["17", " 17.", "The answer is 17", "20, or maybe 17", "17 items", "$17", "1 7"]
+    parts = s.score_parts([Sample("", t, meta=num) for t in texts])
+    np.testing.assert_array_equal(parts["strict"], [1, 1, 0, 0, 0, 1, 0])
+    np.testing.assert_array_equal(parts["lenient"], [1, 1, 1, 1, 1, 1, 0])
+    np.testing.assert_array_equal(parts["correct"], [1, 1, 1, 0, 1, 1, 0])  # the first number, as before
+    label = {"answer": "milk", "answer_type": "label", "labels": ["milk", "tea"]}
+    texts = ["Milk", " milk.", "It is milk", "tea or milk", "milky", "tea"]
+    parts = s.score_parts([Sample("", t, meta=label) for t in texts])
+    np.testing.assert_array_equal(parts["strict"], [1, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(parts["lenient"], [1, 1, 1, 1, 0, 0])
 
 
 def test_tolerance_and_closeness_decay():

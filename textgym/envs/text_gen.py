@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,18 +15,22 @@ from gymnasium.error import ResetNeeded
 from textgym.core import Prompt, Sample
 from textgym.envs.render import ansi_text, text_frame
 from textgym.prompts import PromptSource, load_prompts
-from textgym.scorers import Scorer, make_scorer, score_batch, score_tokens_batch, token_scoring_problem
-from textgym.tokenizers import Tokenizer, make_tokenizer
+from textgym.scorers import Scorer, make_scorer, score_batch_details, score_tokens_batch, token_scoring_problem
+from textgym.tokenizers import Tokenizer, encode_prompt, eos_token_ids, has_chat_template, make_tokenizer
 
 REWARD_MODES = ("sequence", "token")
 
 
-def prompt_budget(source: PromptSource, tokenizer: Tokenizer) -> int:
-    """The longest prompt of ``source`` in tokens: encodes a finite set, or asks a generator for its bound."""
+def prompt_budget(source: PromptSource, tokenizer: Tokenizer, chat_template: bool = False) -> int:
+    """The longest prompt of ``source`` in tokens: encodes a finite set, or asks a generator for its bound (plus
+    what the chat template and BOS add around a text)."""
     if hasattr(source, "max_prompt_tokens"):
-        return int(source.max_prompt_tokens(tokenizer))
+        extra = 0  # what the template and BOS add (a tokenizer without encode_prompt adds nothing)
+        if hasattr(tokenizer, "encode_prompt"):
+            extra = len(encode_prompt(tokenizer, "x", chat_template)) - len(tokenizer.encode("x"))
+        return int(source.max_prompt_tokens(tokenizer)) + extra
     if hasattr(source, "__len__") and hasattr(source, "__getitem__"):
-        return max(len(tokenizer.encode(source[i].text)) for i in range(len(source)))
+        return max(len(encode_prompt(tokenizer, source[i].text, chat_template)) for i in range(len(source)))
     raise ValueError(f"cannot tell how long prompts from {source!r} can be: pass max_prompt_tokens=N, or give "
                      "the source a max_prompt_tokens(tokenizer) method")
 
@@ -83,7 +88,8 @@ class TextGenEnv(gym.Env[dict, int]):
 
     ## Episode End
 
-    ``terminated=True`` when the agent emits EOS, when the completion contains a stop string, or when it
+    ``terminated=True`` when the agent emits EOS (any of ``eos_token_ids``: the tokenizer's EOS and a Hugging
+    Face model's ``generation_config`` EOS ids), when the completion contains a stop string, or when it
     reaches ``max_new_tokens`` tokens. The length budget is *termination*, not truncation: the prefix length
     is part of the observation, so the budget is part of the MDP and a value function can see it coming;
     the agents therefore never bootstrap past it. ``truncated`` is always False. ``info["end_reason"]`` is
@@ -97,7 +103,12 @@ class TextGenEnv(gym.Env[dict, int]):
       :class:`~textgym.prompts.PromptSource`. ``prompt_kwargs`` go to a generator.
     - ``scorer``: a scorer name (``"vader"``, ``"target"``, ``"data-analysis"``, ...), dict, list, or object.
     - ``max_new_tokens`` (default 24), ``max_prompt_tokens`` (default: the longest prompt).
-    - ``reward_mode``: ``"sequence"`` or ``"token"``. ``stop_strings``: strings that end the episode.
+    - ``reward_mode``: ``"sequence"`` or ``"token"``. ``stop_strings``: strings (or compiled ``re`` patterns,
+      searched for) that end the episode when the completion contains them.
+    - ``chat_template``: ``True`` (the prompt is the user turn of the tokenizer's chat template, with the
+      generation prompt; a tokenizer without one raises ``ValueError``), ``False`` (the raw text), or ``"auto"``
+      (on if the tokenizer has a template). BOS is put first where the tokenizer expects one. The prompt text
+      that scorers and infos see stays the raw text.
     - ``action_size``: size of the action space (>= the tokenizer's vocabulary).
     - ``action_mask``: None, ``"vocab"``, or ``callable(prompt: Prompt, completion_ids) -> bool array``.
     - ``render_mode``: ``"ansi"`` (returns a string), ``"human"`` (prints it) or ``"rgb_array"`` (the prefix
@@ -123,11 +134,19 @@ class TextGenEnv(gym.Env[dict, int]):
         action_size: int | None = None,
         action_mask: str | Callable[[Prompt, Sequence[int]], np.ndarray] | None = None,
         prompt_kwargs: dict[str, Any] | None = None,
+        chat_template: bool | str = False,
         render_mode: str | None = None,
     ) -> None:
         stop_strings = self._check_arguments(max_new_tokens, reward_mode, render_mode, stop_strings)
+        if chat_template not in (True, False, "auto"):
+            raise ValueError(f"chat_template must be True, False or 'auto', got {chat_template!r}")
 
         self.tokenizer = make_tokenizer(tokenizer)
+        if chat_template is True and not has_chat_template(self.tokenizer):
+            raise ValueError(f"chat_template=True, but the tokenizer {self.tokenizer!r} has no chat template; pass "
+                             "chat_template=False (or 'auto'), or a tokenizer with a chat template (an instruct "
+                             "model's)")
+        self.chat_template = has_chat_template(self.tokenizer) if chat_template == "auto" else bool(chat_template)
         self.prompt_source = load_prompts(prompts, **(prompt_kwargs or {}))
         self.scorer: Scorer = make_scorer(scorer)
         why = token_scoring_problem(self.scorer) if reward_mode == "token" else None
@@ -149,12 +168,14 @@ class TextGenEnv(gym.Env[dict, int]):
         self._action_mask_fn = action_mask
 
         self.max_new_tokens = int(max_new_tokens)
-        self.max_prompt_tokens = (prompt_budget(self.prompt_source, self.tokenizer)
+        self.max_prompt_tokens = (prompt_budget(self.prompt_source, self.tokenizer, self.chat_template)
                                   if max_prompt_tokens is None else int(max_prompt_tokens))
         if self.max_prompt_tokens <= 0:
             raise ValueError(f"max_prompt_tokens must be positive, got {self.max_prompt_tokens}")
         self.max_length = self.max_prompt_tokens + self.max_new_tokens
         self.eos_token_id = int(self.tokenizer.eos_token_id)
+        self.eos_token_ids = eos_token_ids(self.tokenizer)  # every id that ends an episode (eos_token_id first)
+        self._eos_set = frozenset(self.eos_token_ids)
         self.pad_token_id = int(self.tokenizer.pad_token_id)
 
         L = self.max_length
@@ -176,7 +197,7 @@ class TextGenEnv(gym.Env[dict, int]):
 
     @classmethod
     def _check_arguments(cls, max_new_tokens: Any, reward_mode: Any, render_mode: Any,
-                         stop_strings: str | Sequence[str]) -> tuple[str, ...]:
+                         stop_strings: str | Sequence[str | re.Pattern]) -> tuple[str | re.Pattern, ...]:
         """Raise ``ValueError`` for arguments that cannot work (before anything is loaded); the stop strings."""
         if not isinstance(max_new_tokens, (int, np.integer)) or isinstance(max_new_tokens, bool) \
                 or max_new_tokens <= 0:
@@ -188,8 +209,8 @@ class TextGenEnv(gym.Env[dict, int]):
                              f"got {render_mode!r}")
         if isinstance(stop_strings, str):
             stop_strings = (stop_strings,)
-        if any(not isinstance(s, str) or not s for s in stop_strings):
-            raise ValueError(f"stop_strings must be non-empty strings, got {stop_strings!r}")
+        if any(not (isinstance(s, str) and s or isinstance(s, re.Pattern) and s.pattern) for s in stop_strings):
+            raise ValueError(f"stop_strings must be non-empty strings or compiled patterns, got {stop_strings!r}")
         return tuple(stop_strings)
 
     # -- helpers shared with the batched vector env ------------------------------------------------------
@@ -199,7 +220,7 @@ class TextGenEnv(gym.Env[dict, int]):
         if ids is None:
             if not prompt.text:
                 raise ValueError("the prompt is empty; give at least one token of prompt text")
-            ids = tuple(self.tokenizer.encode(prompt.text))
+            ids = tuple(encode_prompt(self.tokenizer, prompt.text, self.chat_template))
             if len(ids) == 0:
                 raise ValueError(f"prompt {prompt.text!r} encodes to no tokens")
             if len(ids) > self.max_prompt_tokens:
@@ -260,7 +281,7 @@ class TextGenEnv(gym.Env[dict, int]):
         if not self.stop_strings:
             return False
         text = self.tokenizer.decode(completion_ids)
-        return any(s in text for s in self.stop_strings)
+        return any(s.search(text) is not None if isinstance(s, re.Pattern) else s in text for s in self.stop_strings)
 
     def action_mask(self, prompt: Prompt, completion_ids: Sequence[int]) -> np.ndarray | None:
         if self._action_mask_fn is None:
@@ -307,7 +328,7 @@ class TextGenEnv(gym.Env[dict, int]):
         self._length += 1
         self._completion.append(a)
 
-        if a == self.eos_token_id:
+        if a in self._eos_set:
             end_reason = "eos"
         elif self.stop_strings and self.hits_stop(self._completion):
             end_reason = "stop"
@@ -325,13 +346,15 @@ class TextGenEnv(gym.Env[dict, int]):
             reward = float(score_tokens_batch(self.scorer, [sample])[0][-1])
         if done:
             sample = self._sample(self._prompt, self._prompt_ids, tuple(self._completion))
-            scores, parts = score_batch(self.scorer, [sample])
+            scores, parts, details = score_batch_details(self.scorer, [sample])
             score = float(scores[0])
             if self.reward_mode == "sequence":
                 reward = score
+            if hasattr(self.prompt_source, "observe"):  # a curriculum widens its prompts on the results
+                self.prompt_source.observe([sample], parts)
             info = {"prompt": sample.prompt, "completion": sample.completion, "score": score,
                     "score_parts": {k: float(v[0]) for k, v in parts.items()}, "end_reason": end_reason,
-                    "completion_length": len(self._completion)}
+                    "completion_length": len(self._completion), **details[0]}
         if self._action_mask_fn is not None and not done:
             info["action_mask"] = self.action_mask(self._prompt, self._completion)
         self._last_info = info

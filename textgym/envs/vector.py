@@ -24,7 +24,7 @@ from gymnasium.vector.utils import batch_space
 from textgym.core import Prompt, Sample
 from textgym.envs.render import ansi_text, text_frame
 from textgym.envs.text_gen import TextGenEnv
-from textgym.scorers import score_batch, score_tokens_batch
+from textgym.scorers import score_batch_details, score_tokens_batch
 
 AUTORESET_MODES = (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED)
 # Gymnasium's enum values are "NextStep"/"Disabled"; we also accept the snake_case names
@@ -150,7 +150,7 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
         self._ones = np.ones(N, dtype=np.int64)
         # is_eos[token] for every valid id: indexing it with the (checked) actions finds the EOS ones
         self._is_eos = np.zeros(env.vocab_size, dtype=bool)
-        self._is_eos[env.eos_token_id] = True
+        self._is_eos[list(env.eos_token_ids)] = True
         self._any_done = False  # is any env done? (kept in step/reset; saves a count on the hot path)
         self._make_views()
 
@@ -181,13 +181,19 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
     max_length = _shared("max_length", "``L = max_prompt_tokens + max_new_tokens``, the observation width")
     vocab_size = _shared("vocab_size", "the tokenizer's vocabulary size: valid actions are ``0..vocab_size-1``")
     action_size = _shared("action_size", "the size of each env's action space (>= vocab_size)")
-    eos_token_id = _shared("eos_token_id", "the id that ends an episode")
+    eos_token_id = _shared("eos_token_id", "the tokenizer's EOS id (the first of ``eos_token_ids``)")
+    eos_token_ids = _shared("eos_token_ids", "every id that ends an episode (EOS and the generation config's)")
+    chat_template = _shared("chat_template", "whether prompts are wrapped in the tokenizer's chat template")
     pad_token_id = _shared("pad_token_id", "the id that pads ``input_ids`` past each prefix")
 
     def make_sample(self, prompt: Prompt, prompt_ids: Sequence[int], completion_ids: Sequence[int],
                     finished: bool = True) -> Sample:
         """A scorer's sample, as the env builds it (:meth:`TextGenEnv.make_sample`)."""
         return self._env.make_sample(prompt, prompt_ids, completion_ids, finished)
+
+    def encode_prompt(self, prompt: Prompt) -> tuple[int, ...]:
+        """A prompt's ids, as the env encodes them (:meth:`TextGenEnv.encode_prompt`: chat template, BOS, budget)."""
+        return self._env.encode_prompt(prompt)
 
     # -- read-only views ------------------------------------------------------------------------------
     @property
@@ -396,7 +402,9 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
         self._done[fin] = True
         self._any_done = True
         samples = self._samples(fin, ends)
-        scores, parts = score_batch(env.scorer, samples)
+        scores, parts, details = score_batch_details(env.scorer, samples)
+        if hasattr(env.prompt_source, "observe"):  # a curriculum widens its prompts on the results
+            env.prompt_source.observe(samples, parts)
         self._scores[fin] = scores
         if env.reward_mode == "sequence":
             rewards[fin] = scores
@@ -411,6 +419,9 @@ class BatchedTextGenEnv(gym.vector.VectorEnv):
         infos["_score_parts"][fin] = True
         self._put_info(infos, "end_reason", fin, why, object)
         self._put_info(infos, "completion_length", fin, [len(x.completion_ids) for x in samples], np.int64)
+        for key in sorted({k for d in details for k in d}):  # the scorer's extra infos (sql_error)
+            has = np.array([key in d for d in details])
+            self._put_info(infos, key, fin[has], [d[key] for d in details if key in d], object)
 
     def _samples(self, idx: np.ndarray, ends: np.ndarray, finished: list[bool] | None = None) -> list[Sample]:
         """The scorer's samples of envs ``idx`` whose prefixes end at ``ends``: the completions from one gather +

@@ -21,13 +21,15 @@ from textgym.scorers.base import (
     ScorerError,
     TokenScorer,
     score_batch,
+    score_batch_details,
     score_tokens_batch,
     token_scoring_problem,
 )
 
 __all__ = [
-    "CombinedScorer", "Scorer", "ScorerError", "TokenScorer", "score_batch", "score_tokens_batch",
-    "token_scoring_problem", "make_scorer", "register_scorer", "scorer_names", "scorer_spec", "SHORTHANDS",
+    "CombinedScorer", "Scorer", "ScorerError", "TokenScorer", "score_batch", "score_batch_details",
+    "score_tokens_batch", "token_scoring_problem", "make_scorer", "register_scorer", "scorer_names", "scorer_spec",
+    "SHORTHANDS",
 ]
 
 # name -> "module:attr" (imported lazily, so heavy scorers cost nothing until used) or a factory
@@ -42,6 +44,7 @@ _REGISTRY: dict[str, str | Callable[..., Scorer]] = {
     "sentiment": "textgym.scorers.sentiment:VaderSentimentScorer",
     "similarity": "textgym.scorers.similarity:SimilarityScorer",
     "data-analysis": "textgym.scorers.data_analysis:DataAnalysisScorer",
+    "sql": "textgym.scorers.sql:SQLScorer",
     "reward-model": "textgym.human.reward_model:RewardModelScorer",
     "human": "textgym.human.live:HumanScorer",
 }

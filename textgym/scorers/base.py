@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -47,9 +47,25 @@ def score_batch(scorer: Scorer, samples: Sequence[Sample]) -> tuple[np.ndarray, 
 
     An exception, a wrong shape, or NaN/inf raises :class:`ScorerError` naming the scorer and the sample.
     """
+    scores, parts, _ = score_batch_details(scorer, samples)
+    return scores, parts
+
+
+def score_batch_details(scorer: Scorer, samples: Sequence[Sample]
+                        ) -> tuple[np.ndarray, dict[str, np.ndarray], list[dict[str, Any]]]:
+    """:func:`score_batch` plus one dict of extra info per sample (what the env adds to its ``info``), from a
+    scorer's optional ``score_details(samples) -> (parts, infos)`` (the SQL scorer's ``sql_error``); else ``{}``s."""
     name = getattr(scorer, "name", type(scorer).__name__)
+    details: list[dict[str, Any]] = [{} for _ in samples]
     try:
-        if hasattr(scorer, "score_parts"):
+        if hasattr(scorer, "score_details"):
+            parts, details = scorer.score_details(samples)
+            parts = {k: np.asarray(v, dtype=np.float64) for k, v in parts.items()}
+            if len(details) != len(samples):
+                raise ScorerError(f"scorer {name!r}.score_details returned {len(details)} infos for "
+                                  f"{len(samples)} samples")
+            scores = _combine(scorer, parts)
+        elif hasattr(scorer, "score_parts"):
             parts = {k: np.asarray(v, dtype=np.float64) for k, v in scorer.score_parts(samples).items()}
             scores = np.asarray(scorer.score(samples), dtype=np.float64) if not parts else None
             if scores is None:
@@ -70,7 +86,7 @@ def score_batch(scorer: Scorer, samples: Sequence[Sample]) -> tuple[np.ndarray, 
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ScorerError(f"scorer {name!r} returned {scores[i]} for sample {i}: {_describe(samples[i])}")
-    return scores, parts
+    return scores, parts, list(details)
 
 
 def score_tokens_batch(scorer: Scorer, samples: Sequence[Sample]) -> list[np.ndarray]:
@@ -135,8 +151,17 @@ class CombinedScorer:
         self.weights = dict(zip(names, map(float, weights)))
         self.name = name
 
+    def score_details(self, samples: Sequence[Sample]) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+        """Each scorer's score as a part, and the extra infos of all of them merged per sample."""
+        parts, details = {}, [{} for _ in samples]
+        for s in self.scorers:
+            parts[s.name], _, extra = score_batch_details(s, samples)
+            for d, e in zip(details, extra):
+                d.update(e)
+        return parts, details
+
     def score_parts(self, samples: Sequence[Sample]) -> dict[str, np.ndarray]:
-        return {s.name: score_batch(s, samples)[0] for s in self.scorers}
+        return self.score_details(samples)[0]
 
     def score(self, samples: Sequence[Sample]) -> np.ndarray:
         return _combine(self, self.score_parts(samples))

@@ -96,7 +96,8 @@ def test_two_processes_match_one_process_and_resume(tmp_path, capsys):
     assert cli(argv(model, one, 2)) == 0
     r1, r2 = rows(one / "metrics.csv"), rows(two / "metrics.csv")
     for a, b in zip(r1, r2):
-        for k in ("reward_mean", "kl", "rlhf/kl_coef", "train/value_loss", "train/approx_kl", "rollout/ep_len_mean"):
+        for k in ("rollout/ep_rew_mean", "rlhf/kl_ref", "rlhf/kl_coef", "train/value_loss", "train/approx_kl",
+                  "rollout/ep_len_mean"):
             assert float(b[k]) == pytest.approx(float(a[k]), rel=1e-4, abs=1e-6), (k, a[k], b[k])
     w1, w2 = weights(one / "final"), weights(two / "final")
     initial = weights(model)
@@ -122,7 +123,7 @@ def test_two_processes_match_one_process_and_resume(tmp_path, capsys):
         proc.stderr[-4000:])
     r1, r2 = rows(one / "metrics.csv"), rows(two / "metrics.csv")
     assert [r["step"] for r in r2] == ["1", "2", "3"]
-    for k in ("reward_mean", "kl", "train/value_loss"):
+    for k in ("rollout/ep_rew_mean", "rlhf/kl_ref", "train/value_loss"):
         assert float(r2[2][k]) == pytest.approx(float(r1[2][k]), rel=1e-4, abs=1e-6), (k, r1[2][k], r2[2][k])
     assert load_checkpoint(find_checkpoint(two))["iteration"] == 2
 
@@ -134,7 +135,7 @@ def _worker(args: list[str]) -> int:
         from agents.lm.policy import CausalLMPolicy
         from agents.lm.rlhf import RLHFTrainer
 
-        real_step, real_evaluate, now = RLHFTrainer.step, CausalLMPolicy.evaluate, {"iteration": 0}
+        real_step, real_evaluate, now = RLHFTrainer.run_iteration, CausalLMPolicy.evaluate, {"iteration": 0}
 
         def step(self):
             now["iteration"] = self.iteration + 1
@@ -144,7 +145,7 @@ def _worker(args: list[str]) -> int:
             lp, ent, v = real_evaluate(self, mb)
             return (lp * float("nan") if now["iteration"] >= int(nan_at) else lp), ent, v
 
-        RLHFTrainer.step, CausalLMPolicy.evaluate = step, evaluate
+        RLHFTrainer.run_iteration, CausalLMPolicy.evaluate = step, evaluate
     from agents.cli import main as cli
 
     code = cli(args)

@@ -68,10 +68,10 @@ def test_a_tiny_model_run_started_4x_off_target_is_brought_within_50_percent():
                      progress=False, tensorboard=False, device="cpu", num_threads=1)
     trainer = RLHFTrainer(cfg, model=make_tiny_gpt2(vocab_size=6))
     ctl, trainer.kl_ctl = trainer.kl_ctl, FixedKLController(cfg.kl_coef)  # the trainer's own, with its default
-    kls = [trainer.step()["kl"] for _ in range(12)]
+    kls = [trainer.run_iteration()["rlhf/kl_ref"] for _ in range(12)]
     ctl.target = target = float(np.mean(kls[-4:])) / 4
     trainer.kl_ctl = ctl
-    ratio = [trainer.step()["kl"] / target for _ in range(30)]
+    ratio = [trainer.run_iteration()["rlhf/kl_ref"] / target for _ in range(30)]
     assert np.mean(ratio[:3]) > 3, ratio  # it did start about 4x off
     rolling = np.convolve(ratio, np.ones(3) / 3, mode="valid")
     assert np.any(np.abs(rolling - 1) <= 0.5), [round(r, 2) for r in ratio]

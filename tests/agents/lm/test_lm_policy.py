@@ -169,3 +169,82 @@ def test_lora_export_merges_the_adapter_into_a_plain_model(tmp_path):
         torch.testing.assert_close(pol(**inputs)[0], lora_logits)
         with pol.model.disable_adapter():
             torch.testing.assert_close(pol(**inputs)[0], base_logits)
+
+
+def tiny_llama(layers: int = 3, vocab_size: int = 50):
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+                                   num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                                   tie_word_embeddings=True, eos_token_id=2, pad_token_id=2)
+    return transformers.LlamaForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("arch,n", [("gpt2", 1), ("llama", 1), ("llama", 2)])
+def test_trunk_reuse_equals_the_full_forward(arch, n):
+    """With the last n of the blocks training, the boundary states (the frozen blocks' output, computed once)
+    give the same log-probs, entropies, values and gradients as running every block."""
+    from agents.lm.policy import train_only_last_layers
+
+    model = make_tiny_gpt2(vocab_size=50) if arch == "gpt2" else tiny_llama()
+    pol = train_only_last_layers(CausalLMPolicy(model, vocab_size=48, value_head_init="normal", temperature=0.8), n)
+    assert pol.frozen_blocks == len(pol._trunk(pol.hf_model).h if arch == "gpt2" else model.model.layers) - n
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 48, (3, 9), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0  # a left-padded prompt
+    mask[1, -2:] = 0  # a completion that ended early
+    mb = {"actions": ids[:, 5:], "input_ids": ids, "attention_mask": mask}
+    params = [p for p in pol.parameters() if p.requires_grad]
+    out_full = pol.evaluate(mb)
+    grads_full = torch.autograd.grad(sum(x.sum() for x in out_full), params)
+    boundary = pol.boundary_states(ids, mask)
+    assert boundary.shape == (3, 9, 32) and not boundary.requires_grad
+    out_reuse = pol.evaluate({**mb, "boundary": boundary})
+    grads_reuse = torch.autograd.grad(sum(x.sum() for x in out_reuse), params)
+    for a, b in zip(out_full, out_reuse):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    for a, b in zip(grads_full, grads_reuse):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    # the trunk is restored after each pass: the full forward still runs every block
+    torch.testing.assert_close(pol.evaluate(mb)[0], out_full[0])
+
+
+def test_reference_parts_hold_only_what_trains():
+    from agents.lm.policy import train_only_last_layers
+
+    pol = train_only_last_layers(CausalLMPolicy(tiny_llama(layers=4), vocab_size=50), 1)
+    parts = pol.reference_parts()
+    assert sorted(parts) == ["model.layers.3", "model.norm"]  # one block and the final norm, not the LM
+    n_ref = sum(p.numel() for m in parts.values() for p in m.parameters())
+    assert n_ref == sum(p.numel() for p in pol.hf_model.parameters() if p.requires_grad)
+    assert all(not p.requires_grad for m in parts.values() for p in m.parameters())
+    full = CausalLMPolicy(tiny_llama(layers=4), vocab_size=50).reference_parts()
+    assert list(full) == [""]  # full fine-tuning: the whole LM
+    none = train_only_last_layers(CausalLMPolicy(tiny_llama(layers=4), vocab_size=50), 0).reference_parts()
+    assert none == {}  # nothing trains in the LM: the policy's LM is the reference
+
+
+def test_forward_passes_the_cache_under_its_current_name():
+    """transformers 5 names the KV cache ``cache`` and warns on ``past_key_values``; 4.x only knows the latter.
+    The policy passes it under the name the trunk's forward declares, so no deprecation warning is printed."""
+    import inspect
+
+    from agents.lm.policy import kv_cache_io
+
+    pol = CausalLMPolicy(tiny_llama(), vocab_size=50)
+    trunk = pol._trunk(pol.hf_model)
+    expected = "cache" if "cache" in inspect.signature(type(trunk).forward).parameters else "past_key_values"
+    assert kv_cache_io(trunk, None)[1] == expected
+    seen: list[set[str]] = []
+    trunk.register_forward_pre_hook(lambda m, a, kw: seen.append(set(kw)), with_kwargs=True)
+    ids = torch.tensor([[3, 4, 5]])
+    inputs = model_inputs(ids, torch.ones_like(ids))
+    _, _, past = pol(**inputs, use_cache=True, logits_from=-1)
+    assert past is not None
+    nxt = {"input_ids": torch.tensor([[6]]), "attention_mask": torch.ones(1, 4, dtype=torch.long),
+           "position_ids": torch.tensor([[3]])}
+    logits_cached, _, _ = pol(**nxt, past_key_values=past, use_cache=True, logits_from=-1)
+    full = torch.tensor([[3, 4, 5, 6]])
+    logits_full, _, _ = pol(**model_inputs(full, torch.ones_like(full)), logits_from=-1)
+    torch.testing.assert_close(logits_cached, logits_full, atol=1e-5, rtol=0)
+    assert all(expected in kw and ({"cache", "past_key_values"} - {expected}).isdisjoint(kw) for kw in seen)

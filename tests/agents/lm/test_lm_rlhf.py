@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from agents.lm.policy import CausalLMPolicy  # noqa: E402
 from agents.lm.rlhf import (  # noqa: E402
     AdaptiveKLController,
     FixedKLController,
@@ -104,12 +105,12 @@ def tiny_cfg(**kw) -> RLHFConfig:
 
 def test_one_iteration_starts_at_zero_kl_and_ratio_one():
     tr = RLHFTrainer(tiny_cfg(), model=make_tiny_gpt2(vocab_size=5))
-    m = tr.step()
-    assert abs(m["kl"]) < 1e-5  # the policy is the reference before the first update
+    m = tr.run_iteration()
+    assert abs(m["rlhf/kl_ref"]) < 1e-5  # the policy is the reference before the first update
     assert m["train/n_updates"] == 4  # 2 epochs x (8 rows / 4)
     assert all(math.isfinite(v) for k, v in m.items() if k != "train/explained_variance")
-    m2 = tr.step()
-    assert m2["kl"] != 0.0 and tr.iteration == 2
+    m2 = tr.run_iteration()
+    assert m2["rlhf/kl_ref"] != 0.0 and tr.iteration == 2
 
 
 def test_lora_reference_is_the_base_with_the_adapter_off():
@@ -117,9 +118,9 @@ def test_lora_reference_is_the_base_with_the_adapter_off():
     tr = RLHFTrainer(tiny_cfg(lora=True, lr=1e-2), model=make_tiny_gpt2(vocab_size=5))
     trainable = [n for n, p in tr.policy.named_parameters() if p.requires_grad]
     assert trainable and all("lora" in n or "value_head" in n for n in trainable)
-    assert tr.ref_model is None
-    tr.step()
-    tr.step()
+    assert tr.ref_parts is None
+    tr.run_iteration()
+    tr.run_iteration()
     r = tr.collect(seed=0)
     ref = tr.ref_logprobs(r)
     base = RLHFTrainer(tiny_cfg(), model=make_tiny_gpt2(vocab_size=5))  # same seed: same base weights
@@ -132,7 +133,7 @@ def _learn(iterations: int) -> list[float]:
                      num_envs=32, max_new_tokens=6, lr=3e-3, kl_coef=0.01, progress=False, tensorboard=False,
                      ppo=RLHFPPOConfig(n_epochs=4, minibatch_size=16, micro_batch_size=16))
     tr = RLHFTrainer(cfg, model=make_tiny_gpt2(vocab_size=6))
-    return [tr.step()["reward_mean"] for _ in range(iterations)]
+    return [tr.run_iteration()["rollout/ep_rew_mean"] for _ in range(iterations)]
 
 
 def test_rlhf_learns_the_target_task_ci():
@@ -145,3 +146,137 @@ def test_rlhf_learns_the_target_task_ci():
 def test_rlhf_learns_the_target_task():
     rewards = _learn(25)
     assert sum(rewards[-5:]) / 5 > 5.0, rewards  # out of 6
+
+
+def _tiny_llama(layers: int = 3):
+    from tests.agents.lm.test_lm_policy import tiny_llama
+
+    return tiny_llama(layers=layers, vocab_size=5)
+
+
+def test_trunk_reuse_gives_the_uncached_run():
+    """Two iterations with the frozen trunk computed once per iteration equal those that run every block in every
+    pass: the same losses, KL and weights (to float tolerance)."""
+    runs = []
+    for reuse in (True, False):
+        tr = RLHFTrainer(tiny_cfg(trainable_layers=1, trunk_reuse=reuse), model=_tiny_llama())
+        assert tr.reuse_trunk is reuse
+        metrics = [tr.run_iteration() for _ in range(2)]
+        runs.append((metrics, {k: v.clone() for k, v in tr.policy.state_dict().items()}))
+    (m_a, w_a), (m_b, w_b) = runs
+    for a, b in zip(m_a, m_b):
+        for k in ("train/loss", "train/policy_gradient_loss", "train/value_loss", "train/approx_kl",
+                  "train/grad_norm", "rlhf/kl_ref", "rollout/ep_rew_mean"):
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), k
+    assert m_a[1]["rlhf/kl_ref"] != 0.0  # the policy moved: the comparison is not of two untouched models
+    for k in w_a:
+        torch.testing.assert_close(w_a[k], w_b[k], atol=1e-6, rtol=1e-5)
+
+
+def test_reference_shares_the_frozen_trunk_and_equals_a_full_copy():
+    import copy
+
+    model = _tiny_llama()
+    initial = copy.deepcopy(model)  # what the reference must compute: the starting model, every block
+    tr = RLHFTrainer(tiny_cfg(trainable_layers=1, lr=1e-2), model=model)
+    assert sorted(tr.ref_parts) == ["model.layers.2", "model.norm"]  # one block and a norm, no LM copy
+    for _ in range(2):
+        tr.run_iteration()
+    r = tr.collect(seed=0)
+    boundary = tr.policy.boundary_states(r.input_ids, r.attention_mask)
+    ref = tr.ref_logprobs(r, boundary)
+    full = CausalLMPolicy(initial, vocab_size=tr.policy.vocab_size)
+    expected = full.sequence_logprobs(r.input_ids, r.attention_mask, r.completion_ids.shape[1]) * r.completion_mask
+    torch.testing.assert_close(ref, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(tr.ref_logprobs(r), expected, atol=1e-5, rtol=0)  # without trunk reuse too
+    assert not torch.allclose(ref, r.logprobs, atol=1e-3)  # the policy has moved away from the reference
+
+
+def test_bf16_first_ratio_is_one_and_first_kl_zero(monkeypatch):
+    """Under bf16 autocast on the CPU (forced on: the numbers, not the speed, are under test), the old log-probs
+    are recomputed on the update's own path, so the first minibatch's ratio is 1 and iteration 1's KL is 0."""
+    import agents.lm.rlhf as rlhf
+    from agents.lm.policy import CausalLMPolicy as Policy
+
+    monkeypatch.setattr(rlhf, "cpu_supports_bf16", lambda: True)
+    tr = RLHFTrainer(tiny_cfg(trainable_layers=2, precision="bf16"), model=_tiny_llama())
+    assert tr.precision == "bf16" and tr.recompute and tr.reuse_trunk
+    seen = []
+    real_update, real_evaluate = rlhf.ppo_update, Policy.evaluate
+
+    def update(policy, optimizer, batch, *a, **kw):
+        seen.append(batch)
+        return real_update(policy, optimizer, batch, *a, **kw)
+
+    def evaluate(self, mb):
+        out = real_evaluate(self, mb)
+        if torch.is_grad_enabled() and len(seen) == 1:
+            seen.append((mb, out))
+        return out
+
+    monkeypatch.setattr(rlhf, "ppo_update", update)
+    monkeypatch.setattr(Policy, "evaluate", evaluate)
+    m = tr.run_iteration()
+    mb, (new_lp, _, _) = seen[1]  # the first micro-batch of the first minibatch
+    ratio = torch.exp(new_lp.float() - mb["logprobs"]) * mb["mask"] + (1 - mb["mask"])
+    assert (ratio - 1).abs().max() < 1e-3
+    assert abs(m["rlhf/kl_ref"]) < 1e-3
+
+
+def test_precision_choices_and_errors(monkeypatch):
+    import agents.lm.rlhf as rlhf
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(rlhf, "cpu_supports_bf16", lambda: False)
+    assert rlhf.resolve_precision("auto", cpu) == "fp32"
+    with pytest.raises(ValueError, match="no native bf16.*--precision auto or fp32"):
+        rlhf.resolve_precision("bf16", cpu)
+    with pytest.raises(ValueError, match="precision must be"):
+        validate(RLHFConfig(precision="fp16"))
+    monkeypatch.setattr(rlhf, "cpu_supports_bf16", lambda: True)
+    assert rlhf.resolve_precision("auto", cpu) == "bf16" and rlhf.resolve_precision("fp32", cpu) == "fp32"
+
+
+def test_resume_in_another_precision_is_refused(monkeypatch):
+    import agents.lm.rlhf as rlhf
+
+    monkeypatch.setattr(rlhf, "cpu_supports_bf16", lambda: True)
+    tr = RLHFTrainer(tiny_cfg(precision="bf16"), model=make_tiny_gpt2(vocab_size=5))
+    tr.run_iteration()
+    state = tr.state_dict()
+    assert state["precision"] == "bf16"
+    fp32 = RLHFTrainer(tiny_cfg(precision="fp32"), model=make_tiny_gpt2(vocab_size=5))
+    with pytest.raises(ValueError, match="computed in bf16.*--precision bf16.*--allow-precision-change"):
+        fp32.load_state_dict(state)
+    allowed = RLHFTrainer(tiny_cfg(precision="fp32", allow_precision_change=True), model=make_tiny_gpt2(vocab_size=5))
+    allowed.load_state_dict(state)
+    assert allowed.iteration == 1
+
+
+def test_ppo_config_is_the_ppo_update_config_with_rlhf_defaults():
+    import dataclasses
+
+    from agents.ppo.core import PPOUpdateConfig
+
+    assert issubclass(RLHFPPOConfig, PPOUpdateConfig)
+    assert [f.name for f in dataclasses.fields(RLHFPPOConfig)] == [f.name for f in dataclasses.fields(PPOUpdateConfig)]
+
+
+def test_truncated_sampling_in_training_and_bad_values():
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+        validate(RLHFConfig(top_p=0.0))
+    with pytest.raises(ValueError, match="top_k must be an int >= 0"):
+        validate(RLHFConfig(top_k=-2))
+    tr = RLHFTrainer(tiny_cfg(top_k=2, top_p=0.9), model=make_tiny_gpt2(vocab_size=5))
+    m = tr.run_iteration()
+    # the KL is of the truncated sampling distribution to the whole reference: positive from the start
+    assert m["rlhf/kl_ref"] > 0 and math.isfinite(m["rlhf/kl_ref"])
+    assert abs(m["train/ratio"] - 1) < 0.05 and math.isfinite(m["train/loss"])
+
+
+def test_stop_strings_reach_the_env():
+    tr = RLHFTrainer(tiny_cfg(stop_strings=["ab", "c"]), model=make_tiny_gpt2(vocab_size=5))
+    assert tr.env.stop_strings == ("ab", "c")
+    r = tr.collect(seed=0)
+    for info, text in zip(r.infos, r.completions):
+        assert info["end_reason"] != "stop" or "ab" in text or "c" in text

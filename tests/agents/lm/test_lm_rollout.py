@@ -139,3 +139,78 @@ def test_sample_tokens_per_row_generators_make_rows_independent():
     assert together.tolist() == alone
     with pytest.raises(ValueError, match="2 generators for 6 rows"):
         sample_tokens(logits, [torch.Generator(), torch.Generator()])
+
+
+@pytest.mark.parametrize("make_model", [make_tiny_gpt2, make_tiny_llama], ids=["gpt2", "llama"])
+def test_kept_boundary_gives_the_full_forward(make_model):
+    """The frozen blocks' output kept while decoding (keep_boundary) serves the update as well as one computed
+    over the finished sequences: the same log-probs and values on every real completion token, the same states
+    wherever something reads them (each row's last token predicts nothing)."""
+    from agents.lm.policy import train_only_last_layers
+
+    pol = train_only_last_layers(CausalLMPolicy(make_model(vocab_size=5), value_head_init="normal"), 1)
+    r = rollout(pol, char_env(), prompts=PROMPTS, generator=torch.Generator().manual_seed(1), keep_boundary=True)
+    assert r.boundary is not None and r.boundary.shape[:2] == r.input_ids.shape
+    mb = {"actions": r.completion_ids, "input_ids": r.input_ids, "attention_mask": r.attention_mask}
+    lp, _, v = pol.evaluate(mb)
+    lp_kept, _, v_kept = pol.evaluate({**mb, "boundary": r.boundary})
+    m = r.completion_mask.bool()
+    torch.testing.assert_close(lp_kept[m], lp[m], atol=1e-5, rtol=0)
+    torch.testing.assert_close(v_kept[m], v[m], atol=1e-5, rtol=0)
+    computed = pol.boundary_states(r.input_ids, r.attention_mask)
+    real = r.attention_mask.bool()
+    P = r.prompt_ids.shape[1]
+    real[torch.arange(len(real)), P + r.lengths - 1] = False  # a row's last token is fed as padding, if at all
+    torch.testing.assert_close(r.boundary[real], computed[real], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("top_k,top_p", [(3, 1.0), (0, 0.6), (4, 0.8)])
+def test_truncated_sampling_matches_the_truncated_distribution(top_k, top_p):
+    """Tokens drawn with top-k / top-p follow the truncated, renormalised softmax (chi-square), and no token
+    outside the kept set is ever drawn."""
+    from scipy import stats
+
+    from agents.lm.policy import truncate_logits
+
+    logits = torch.tensor([[2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0]])
+    probs = torch.softmax(truncate_logits(logits, top_k, top_p), -1)[0]  # (V,)
+    kept = probs > 0
+    assert 1 <= int(kept.sum()) < 8
+    if top_k:
+        assert int(kept.sum()) <= top_k
+    n = 20_000
+    g = torch.Generator().manual_seed(0)
+    draws = sample_tokens(truncate_logits(logits.expand(n, -1), top_k, top_p), g)
+    counts = torch.bincount(draws, minlength=8).double()
+    assert counts[~kept].sum() == 0
+    expected = probs[kept].double() / probs[kept].double().sum() * n  # exact total (float32 probs sum to 1 +- 3e-8)
+    res = stats.chisquare(counts[kept].numpy(), expected.numpy())
+    assert res.pvalue > 1e-3, (counts, probs)
+    # top_p keeps the smallest head of the sorted distribution whose mass reaches top_p
+    full = torch.softmax(logits, -1)[0]
+    if top_p < 1 and not top_k:
+        assert full[kept].sum() >= top_p and full[kept].sum() - full[kept].min() < top_p
+
+
+def test_truncated_rollout_log_probs_equal_one_forward_pass():
+    pol = CausalLMPolicy(make_tiny_llama(vocab_size=5), temperature=0.9, top_k=3, top_p=0.9, value_head_init="normal")
+    r = rollout(pol, char_env(), prompts=PROMPTS, generator=torch.Generator().manual_seed(2))
+    lp, ent, _ = pol.evaluate({"actions": r.completion_ids, "input_ids": r.input_ids,
+                               "attention_mask": r.attention_mask})
+    m = r.completion_mask.bool()
+    torch.testing.assert_close(lp[m], r.logprobs[m], atol=1e-5, rtol=0)
+    assert torch.isfinite(lp[m]).all() and torch.isfinite(ent).all()
+    assert r.support is not None and r.support.shape == (*r.completion_ids.shape, 5)
+    assert (r.support.sum(-1)[m] <= 3).all()  # top-k = 3
+    lp_s, _, _ = pol.evaluate({"actions": r.completion_ids, "input_ids": r.input_ids,
+                               "attention_mask": r.attention_mask, "support": r.support})
+    torch.testing.assert_close(lp_s[m], r.logprobs[m], atol=1e-5, rtol=0)  # the kept set, renormalised
+    full = pol.sequence_logprobs(r.input_ids, r.attention_mask, r.completion_ids.shape[1], truncate=False)
+    assert (lp[m] >= full[m] - 1e-6).all() and (lp[m] > full[m] + 1e-4).any()  # renormalised: more mass
+
+
+@pytest.mark.parametrize("kw,match", [({"top_p": 0.0}, "top_p"), ({"top_p": 1.5}, "top_p"),
+                                      ({"top_k": -1}, "top_k")])
+def test_bad_truncation_values_are_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        CausalLMPolicy(make_tiny_gpt2(vocab_size=5), **kw)

@@ -45,7 +45,7 @@ def test_train_resume_export(tiny_dir, tmp_path):
         assert (out / name).exists(), name
     r = rows(out / "metrics.csv")
     assert [row["step"] for row in r] == ["1", "2"]
-    assert all(row["reward_mean"] and row["kl"] for row in r)
+    assert all(row["rollout/ep_rew_mean"] and row["rlhf/kl_ref"] for row in r)
     assert "| prompt | before |" in (out / "samples.md").read_text()
     assert load_checkpoint(find_checkpoint(out))["iteration"] == 2
 
@@ -101,7 +101,7 @@ def test_missing_model_and_vocab_mismatch(tiny_dir, tmp_path, capsys):
     assert "nowhere" in err and "not reachable offline" in err
     bad = ["--tokenizer", "byte"]  # 257 ids, the model outputs 5
     assert cli(argv(tiny_dir, tmp_path / "b", 1, *bad)) == 2
-    assert "257 tokens" in capsys.readouterr().err
+    assert "257 ids" in capsys.readouterr().err
 
 
 def test_config_json_records_the_flags(tiny_dir, tmp_path):
@@ -147,3 +147,31 @@ def test_train_against_a_reward_model_from_the_cli(tiny_dir, tmp_path, capsys):
     assert "write 'reward-model:PATH' or {\"name\": \"reward-model\", \"path\": \"PATH\"}" in capsys.readouterr().err
     assert cli(argv(tiny_dir, tmp_path / "y", 1, "--scorer", f"reward-model:{tmp_path / 'nothing'}")) == 2
     assert "not a textgym reward model folder" in capsys.readouterr().err
+
+
+def test_resume_with_trunk_reuse_continues_the_run_exactly(tmp_path):
+    """--trainable-layers 1 (trunk reuse, a reference of one block): 2 iterations + resume to 3 give the same
+    third iteration as 3 straight ones (checkpointed weights, optimizer and RNG states; the reference is rebuilt
+    from the model)."""
+    model = tmp_path / "tiny3"
+    from tests.agents.lm.test_lm_policy import tiny_llama
+
+    tiny_llama(layers=3, vocab_size=5).save_pretrained(model)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert cli(argv(model, straight, 3, "--trainable-layers", "1")) == 0
+    assert cli(argv(model, resumed, 2, "--trainable-layers", "1")) == 0
+    assert cli(argv(model, resumed, 3, "--trainable-layers", "1", "--resume")) == 0
+    a, b = rows(straight / "metrics.csv")[-1], rows(resumed / "metrics.csv")[-1]
+    assert a["step"] == b["step"] == "3"
+    for k in ("rollout/ep_rew_mean", "rlhf/kl_ref", "train/loss", "train/value_loss", "train/approx_kl"):
+        assert float(a[k]) == pytest.approx(float(b[k]), rel=1e-5, abs=1e-7), k
+    assert float(a["rlhf/kl_ref"]) != 0.0
+
+
+def test_bf16_without_native_support_is_a_clear_error(tiny_dir, tmp_path, monkeypatch, capsys):
+    import agents.lm.rlhf as rlhf
+
+    monkeypatch.setattr(rlhf, "cpu_supports_bf16", lambda: False)  # as on the AVX2 CPU this was written on
+    assert cli(argv(tiny_dir, tmp_path / "run", 1, "--precision", "bf16")) == 2
+    err = capsys.readouterr().err
+    assert "no native bf16" in err and "--precision auto or fp32" in err
