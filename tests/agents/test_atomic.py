@@ -42,8 +42,8 @@ def test_replace_dir_swaps_and_a_kill_between_the_renames_leaves_the_previous(tm
 def _agent(seed: int):
     from agents.ppo.agent import PPOAgent, PPOConfig
 
-    return PPOAgent("CartPole-v1", PPOConfig.sb3(n_envs=1, n_steps=16, minibatch_size=16, n_epochs=1,
-                                                 seed=seed)).learn(16)
+    return PPOAgent("CartPole-v1", PPOConfig.sb3(n_envs=1, n_steps=16, seed=seed,
+                                                 update=dict(minibatch_size=16, n_epochs=1))).learn(16)
 
 
 def test_ppo_agent_save_that_dies_keeps_the_previous_save(tmp_path, monkeypatch):
