@@ -15,14 +15,6 @@ pytest.importorskip("transformers")
 
 from agents.cli import main as cli  # noqa: E402
 from agents.eval import EVAL_TAG, by_kind, distinct_n, held_out_prompts, pass_at_k  # noqa: E402
-from tests.conftest import make_tiny_gpt2  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny-byte-gpt2")
-    make_tiny_gpt2(vocab_size=257, n_positions=512).save_pretrained(d)
-    return d
 
 
 def eval_argv(out, *models, extra=()):
@@ -62,17 +54,18 @@ def test_held_out_prompts_are_fixed_and_not_a_training_stream():
     assert a[0].text != train.text and EVAL_TAG != 0
 
 
-def test_eval_cli_two_models_json_plot_and_consistency(tiny_dir, tmp_path, capsys):
+def test_eval_cli_two_models_json_plot_and_consistency(byte_gpt2_dir, tmp_path, capsys):
     # a fake run folder: final/ and the run's config.json with its training seed
     run = tmp_path / "run"
     (run / "final").mkdir(parents=True)
-    for f in tiny_dir.iterdir():
+    for f in byte_gpt2_dir.iterdir():
         (run / "final" / f.name).write_bytes(f.read_bytes())
     (run / "config.json").write_text(json.dumps({"seed": 5, "task": "TextGen-SQL-v0"}))
     out = tmp_path / "ev"
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        assert cli(eval_argv(out, tiny_dir, run, extra=["--k", "2", "--seed", "5", "--gold-scorer", "length"])) == 0
+        extra = ["--k", "2", "--seed", "5", "--gold-scorer", "length"]
+        assert cli(eval_argv(out, byte_gpt2_dir, run, extra=extra)) == 0
     assert any("equals a seed the model was trained with" in str(x.message) for x in w)  # the run's seed 5
     printed = capsys.readouterr().out
     assert printed.count("greedy accuracy") == 2 and "pass@2" in printed
@@ -104,7 +97,7 @@ def test_eval_cli_two_models_json_plot_and_consistency(tiny_dir, tmp_path, capsy
     from agents.lm.policy import CausalLMPolicy
     from textgym.envs.text_gen import TextGenEnv
 
-    ref = CausalLMPolicy(str(tiny_dir)).eval()
+    ref = CausalLMPolicy(str(byte_gpt2_dir)).eval()
     env = TextGenEnv(tokenizer="byte", prompts="gen:sql", scorer="sql", max_new_tokens=6)
     total, count = 0.0, 0
     for p, e in zip(prompts, a["examples"]):
@@ -116,24 +109,24 @@ def test_eval_cli_two_models_json_plot_and_consistency(tiny_dir, tmp_path, capsy
     assert a["fluency"]["ref_perplexity"] == pytest.approx(math.exp(-total / count), rel=1e-4)
 
 
-def test_eval_bad_input(tiny_dir, tmp_path, capsys):
+def test_eval_bad_input(byte_gpt2_dir, tmp_path, capsys):
     assert cli(eval_argv(tmp_path / "a", tmp_path / "nowhere")) == 2
     assert "no such folder" in capsys.readouterr().err
     assert cli(["eval", "--task", "sqll", "--n", "2", "--out", str(tmp_path / "b")]) == 2
     assert "unknown task 'sqll'" in capsys.readouterr().err
-    assert cli(eval_argv(tmp_path / "c", tiny_dir, extra=["--k", "-1"])) == 2
+    assert cli(eval_argv(tmp_path / "c", byte_gpt2_dir, extra=["--k", "-1"])) == 2
     assert "--k must be >= 0" in capsys.readouterr().err
-    assert cli(eval_argv(tmp_path / "d", tiny_dir, extra=["--gold-scorer", "nope"])) == 2
+    assert cli(eval_argv(tmp_path / "d", byte_gpt2_dir, extra=["--gold-scorer", "nope"])) == 2
     assert "unknown scorer 'nope'" in capsys.readouterr().err
-    assert cli(eval_argv(tmp_path / "e", tiny_dir, extra=["--prompt-kwargs", "{kinds"])) == 2
+    assert cli(eval_argv(tmp_path / "e", byte_gpt2_dir, extra=["--prompt-kwargs", "{kinds"])) == 2
     assert "--prompt-kwargs is not valid JSON" in capsys.readouterr().err
-    assert cli(eval_argv(tmp_path / "f", tiny_dir, extra=["--prompt-kwargs", '{"kinds": ["nope"]}'])) == 2
+    assert cli(eval_argv(tmp_path / "f", byte_gpt2_dir, extra=["--prompt-kwargs", '{"kinds": ["nope"]}'])) == 2
     assert "unknown question kinds ['nope']" in capsys.readouterr().err
 
 
-def test_eval_prompt_kwargs_restrict_the_kinds(tiny_dir, tmp_path):
+def test_eval_prompt_kwargs_restrict_the_kinds(byte_gpt2_dir, tmp_path):
     out = tmp_path / "ev"
-    assert cli(eval_argv(out, tiny_dir, extra=["--prompt-kwargs", '{"kinds": ["max", "argmin"]}', "--ref-model",
+    assert cli(eval_argv(out, byte_gpt2_dir, extra=["--prompt-kwargs", '{"kinds": ["max", "argmin"]}', "--ref-model",
                                                "none"])) == 0
     r = json.loads((out / "eval.json").read_text())["models"][0]
     assert set(r["greedy_accuracy"]) <= {"all", "max", "argmin"} and "ref_perplexity" not in r["fluency"]

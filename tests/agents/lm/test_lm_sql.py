@@ -17,16 +17,9 @@ from agents.lm.rlhf import RLHFConfig, RLHFPPOConfig, RLHFTrainer  # noqa: E402
 from tests.conftest import make_tiny_gpt2  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny-byte-gpt2")
-    make_tiny_gpt2(vocab_size=257, n_positions=512).save_pretrained(d)
-    return d
-
-
-def test_train_sql_task_by_short_name_logs_the_sql_parts(tiny_dir, tmp_path):
+def test_train_sql_task_by_short_name_logs_the_sql_parts(byte_gpt2_dir, tmp_path):
     out = tmp_path / "run"
-    assert cli(["train", "--task", "sql", "--model", str(tiny_dir), "--tokenizer", "byte", "--iterations", "2",
+    assert cli(["train", "--task", "sql", "--model", str(byte_gpt2_dir), "--tokenizer", "byte", "--iterations", "2",
                 "--out", str(out), "--num-envs", "8", "--max-new-tokens", "8", "--ppo.minibatch-size", "4",
                 "--ppo.micro-batch-size", "4", "--ppo.n-epochs", "1", "--n-samples", "2", "--progress", "false",
                 "--tensorboard", "false", "--scorer", '{"name": "sql", "valid_weight": 0.1}',
@@ -43,8 +36,8 @@ def test_train_sql_task_by_short_name_logs_the_sql_parts(tiny_dir, tmp_path):
     assert "SQLite table t" in (out / "samples.md").read_text()
 
 
-def test_train_unknown_short_name_lists_the_names(tiny_dir, tmp_path, capsys):
-    assert cli(["train", "--task", "sqll", "--model", str(tiny_dir), "--out", str(tmp_path / "x")]) == 2
+def test_train_unknown_short_name_lists_the_names(byte_gpt2_dir, tmp_path, capsys):
+    assert cli(["train", "--task", "sqll", "--model", str(byte_gpt2_dir), "--out", str(tmp_path / "x")]) == 2
     assert "unknown task 'sqll'; pass a short name (default, sentiment, data-analysis, sql" in capsys.readouterr().err
 
 
