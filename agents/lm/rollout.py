@@ -83,6 +83,24 @@ def sample_tokens(logits: torch.Tensor, generator: torch.Generator | Sequence[to
     return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_max(V - 1)  # first index with cdf > u
 
 
+def shared_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(first, inverse)`` when some rows of the left-padded prompts ``(N, P)`` are equal: ``first`` (U,) the
+    first row of each distinct prompt, ``inverse`` (N,) the distinct prompt of each row (rows = distinct[inverse]).
+    None when every prompt differs (nothing to share), or when this transformers' cache cannot copy rows."""
+    from transformers import DynamicCache
+
+    if not hasattr(DynamicCache, "batch_select_indices"):
+        return None
+    N = prompt_ids.shape[0]
+    _, inverse = torch.unique(torch.cat([prompt_ids, prompt_mask], 1), dim=0, return_inverse=True)  # (N,)
+    U = int(inverse.max()) + 1 if N else 0
+    if U == N:
+        return None
+    first = torch.full((U,), N, dtype=torch.long, device=prompt_ids.device).scatter_reduce(
+        0, inverse, torch.arange(N, device=prompt_ids.device), reduce="amin")  # (U,)
+    return first, inverse
+
+
 def _final_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
     """Row ``i`` of a vector env's info dict (gymnasium's ``{key: array, _key: bool array}`` layout)."""
     out = {}
@@ -105,14 +123,16 @@ def _final_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
 @torch.no_grad()
 def rollout(policy: CausalLMPolicy, env: Any, *, prompts: list[Any] | None = None, seed: int | None = None,
             greedy: bool = False, generator: torch.Generator | Sequence[torch.Generator] | None = None,
-            keep_boundary: bool = False) -> Rollout:
+            keep_boundary: bool = False, share_prompts: bool = True) -> Rollout:
     """Reset ``env`` (a ``BatchedTextGenEnv`` in ``autoreset_mode="disabled"``) and step it until every row
     has finished, sampling each token from ``policy`` (or taking the argmax with ``greedy=True``).
 
     ``prompts`` (optional) go to ``env.reset(options={"prompts": prompts})``; ``generator`` drives sampling
     (:func:`sample_tokens`): one generator, or one CPU generator per row (each row's tokens from its own).
     ``keep_boundary``: keep the hidden states after the policy's frozen blocks as they are decoded
-    (:attr:`Rollout.boundary`), so that the update need not run those blocks again.
+    (:attr:`Rollout.boundary`), so that the update need not run those blocks again. ``share_prompts``: rows
+    with the same prompt (group sampling: K completions per prompt) share one encoding of it, its KV cache
+    copied to each row (:func:`shared_prompts`); the result is the same as encoding every row.
     """
     policy.check_action_size(env.action_size)
     device = policy.value_head.weight.device
@@ -135,9 +155,22 @@ def rollout(policy: CausalLMPolicy, env: Any, *, prompts: list[Any] | None = Non
     attn[:, :P] = prompt_mask
     n_real = prompt_mask.sum(-1, keepdim=True)  # (N, 1) real tokens so far: the next token's position id
     past, active_np, active, t = None, np.ones(N, dtype=bool), torch.ones(N, dtype=torch.bool, device=device), 0
+    shared = shared_prompts(prompt_ids, prompt_mask) if share_prompts else None
     with _boundary_recorder(policy, keep_boundary) as boundary:
         for t in range(T_max):
-            logits, value, past = policy(**inputs, past_key_values=past, use_cache=True, logits_from=-1)
+            if t == 0 and shared is not None:  # the prompt is encoded once per distinct prompt, then copied
+                first, inverse = shared
+                logits, value, past = policy(**{k: v[first] for k, v in inputs.items()}, use_cache=True,
+                                             logits_from=-1)
+                if not hasattr(past, "batch_select_indices"):  # a legacy cache: encode every row after all
+                    boundary.clear()
+                    logits, value, past = policy(**inputs, use_cache=True, logits_from=-1)
+                else:
+                    logits, value = logits[inverse], value[inverse]
+                    past.batch_select_indices(inverse)
+                    boundary[:] = [b[inverse] for b in boundary]
+            else:
+                logits, value, past = policy(**inputs, past_key_values=past, use_cache=True, logits_from=-1)
             logits, value = logits[:, -1], value[:, -1]  # (N, V), (N,)
             action = logits.argmax(-1) if greedy else sample_tokens(logits, generator)  # (N,)
             action = torch.where(active, action, eos)  # finished rows: ignored by the env

@@ -229,3 +229,32 @@ def test_truncated_rollout_padding_has_finite_log_probs():
                                "attention_mask": r.attention_mask, "support": r.support})
     assert torch.isfinite(lp).all() and torch.isfinite(ent).all()
     torch.testing.assert_close(lp[m], r.logprobs[m], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("make_model", [make_tiny_gpt2, make_tiny_llama], ids=["gpt2", "llama"])
+def test_rows_with_one_prompt_share_its_encoding(make_model):
+    # group sampling: each prompt K times; encoded once per distinct prompt, the same rollout as encoding all
+    from agents.lm.policy import train_only_last_layers
+    from agents.lm.rollout import shared_prompts
+
+    pol = train_only_last_layers(CausalLMPolicy(make_model(vocab_size=5), value_head_init="normal"), 1)
+    prompts = [p for p in PROMPTS[:3] for _ in range(3)]  # 3 groups of 3
+    env = char_env(len(prompts))
+    rows: list[int] = []  # the batch size of each forward of the LM
+    hook = pol._trunk(pol.hf_model).register_forward_pre_hook(
+        lambda m, a, kw: rows.append((a[0] if a else kw["input_ids"]).shape[0]), with_kwargs=True)
+    runs = []
+    for share in (True, False):
+        rows.clear()
+        runs.append(rollout(pol, env, prompts=prompts, keep_boundary=True, share_prompts=share,
+                            generator=[torch.Generator().manual_seed(i) for i in range(len(prompts))]))
+        assert rows[0] == (3 if share else 9) and set(rows[1:]) == {9}
+    hook.remove()
+    ids = runs[1].prompt_ids
+    first, inverse = shared_prompts(ids, runs[1].prompt_mask)
+    assert first.tolist() == [0, 3, 6] or sorted(first.tolist()) == [0, 3, 6]
+    torch.testing.assert_close(ids[first][inverse], ids)
+    assert torch.equal(runs[0].completion_ids, runs[1].completion_ids)
+    for name in ("logprobs", "values", "boundary"):
+        torch.testing.assert_close(getattr(runs[0], name), getattr(runs[1], name), atol=1e-5, rtol=0)
+    assert shared_prompts(ids[first], runs[1].prompt_mask[first]) is None  # all distinct: nothing to share
