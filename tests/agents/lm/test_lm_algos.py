@@ -5,6 +5,7 @@ the target task, checkpoints and --resume for every algo, and the Agent protocol
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import pytest
@@ -282,3 +283,30 @@ def test_registry_names_every_algo_file():
     for name in ALGORITHMS:
         algo = make_algorithm(name)
         assert algo.name == name and isinstance(algo.needs_critic, bool)
+
+
+def test_a_group_never_spans_two_processes():
+    """8 envs on 2 processes are 4 a process: groups of 8 would span both, and are refused before any model loads."""
+
+    class TwoProcesses:  # what RLHFTrainer asks of a Dist before the group check
+        world_size, distributed = 2, True
+
+        def local_size(self, n, name):
+            return n // 2
+
+    with pytest.raises(ValueError, match="--group-size 8 must divide the 4 envs of each of the 2 processes"):
+        RLHFTrainer(tiny_cfg(algo="grpo", group_size=8), model=make_tiny_gpt2(vocab_size=5), dist=TwoProcesses())
+
+
+def test_a_config_from_before_the_algo_fields_still_resumes():
+    import dataclasses
+
+    from agents.lm.rlhf import config_differences
+
+    saved = json.loads(json.dumps(dataclasses.asdict(RLHFConfig())))
+    for key in ("algo", "group_size", "group_std_scaling", "loss_agg", "drop_zero_std_groups", "kl_loss_coef"):
+        del saved[key]
+    del saved["ppo"]["clip_range_high"]
+    assert config_differences(saved, RLHFConfig()) == []  # they were ppo, group size 1, ...
+    assert config_differences(saved, RLHFConfig(algo="rloo", group_size=2)) == ["algo: 'ppo' -> 'rloo'",
+                                                                               "group_size: 1 -> 2"]
