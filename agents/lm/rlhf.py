@@ -715,8 +715,11 @@ class RLHFTrainer:
         ppo_cfg = dataclasses.replace(cfg.ppo, minibatch_size=self.local_minibatch_size)  # this process's share
         if not self.algo.needs_critic:
             ppo_cfg.normalize_advantage = "none"  # the estimator normalised them (validate refuses another choice)
-        stats = ppo_update(self.train_policy, self.optimizer, batch, ppo_cfg, generator=self.generator,
-                           autocast=self.autocast(), dist=ddp, kl_loss_coef=cfg.kl_loss_coef)
+        if float(dist.all_reduce_sum(batch["mask"].sum())) > 0:
+            stats = ppo_update(self.train_policy, self.optimizer, batch, ppo_cfg, generator=self.generator,
+                               autocast=self.autocast(), dist=ddp, kl_loss_coef=cfg.kl_loss_coef)
+        else:  # dynamic sampling dropped every group: no step (Adam's momentum alone would still move the weights)
+            stats = {"train/n_updates": 0.0}
         times = {"time/rollout_s": t1 - t0, "time/forward_s": t2 - t1, "time/update_s": time.perf_counter() - t2}
         for p in self.policy.parameters():  # DDP keeps the weights equal: every process stops together
             if p.requires_grad and not torch.isfinite(p).all():

@@ -310,3 +310,14 @@ def test_a_config_from_before_the_algo_fields_still_resumes():
     assert config_differences(saved, RLHFConfig()) == []  # they were ppo, group size 1, ...
     assert config_differences(saved, RLHFConfig(algo="rloo", group_size=2)) == ["algo: 'ppo' -> 'rloo'",
                                                                                "group_size: 1 -> 2"]
+
+
+def test_dynamic_sampling_with_every_group_dropped_skips_the_step():
+    """Every group scores the same (0: the keyword is not in the vocabulary "abc>"): nothing is left to learn
+    from, no step is taken, and the weights stay."""
+    tr = RLHFTrainer(tiny_cfg(algo="grpo", group_size=4, drop_zero_std_groups=True,
+                              scorer={"name": "keyword", "keywords": ["zzz"]}), model=make_tiny_gpt2(vocab_size=5))
+    before = {n: p.detach().clone() for n, p in tr.policy.named_parameters()}
+    m = tr.run_iteration()
+    assert m["rlhf/frac_reward_zero_std"] == 1.0 and m["rlhf/dropped_groups"] == 2 and m["train/n_updates"] == 0
+    assert all(torch.equal(p, before[n]) for n, p in tr.policy.named_parameters())
