@@ -381,7 +381,7 @@ def ppo_update(
 ) -> dict[str, float]:
     """Run PPO's epochs x minibatches on one batch and return the mean statistics (SB3's ``train/`` keys).
 
-    About 68 lines of body under this docstring (97 with it): one loop, minibatch -> loss -> backward -> step,
+    About 70 lines of body under this docstring (99 with it): one loop, minibatch -> loss -> backward -> step,
     kept whole so that it reads top to bottom as CleanRL's does; splitting it would hide the algorithm.
 
     ``batch`` holds ``actions``, ``logprobs``, ``values``, ``advantages``, ``returns`` and ``mask``, all
@@ -409,6 +409,8 @@ def ppo_update(
     params = [p for p in policy.parameters() if p.requires_grad]
     micro = cfg.micro_batch_size or cfg.minibatch_size
     critic = "returns" in batch
+    if kl_loss_coef and "ref_logprobs" not in batch:
+        raise ValueError("kl_loss_coef > 0 needs batch['ref_logprobs'] (the reference's log-probs of the actions)")
     stats, n_updates = UpdateStats(cfg.vf_coef, cfg.ent_coef, kl_loss_coef, critic), 0
     for _epoch in range(cfg.n_epochs):
         epoch_kl, epoch_tokens = 0.0, 0.0  # token-weighted KL of the epoch (with target_kl)

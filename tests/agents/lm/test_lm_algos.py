@@ -321,3 +321,13 @@ def test_dynamic_sampling_with_every_group_dropped_skips_the_step():
     m = tr.run_iteration()
     assert m["rlhf/frac_reward_zero_std"] == 1.0 and m["rlhf/dropped_groups"] == 2 and m["train/n_updates"] == 0
     assert all(torch.equal(p, before[n]) for n, p in tr.policy.named_parameters())
+
+
+def test_kl_loss_without_reference_logprobs_is_a_clear_error():
+    from agents.ppo.core import PPOUpdateConfig, ppo_update
+
+    policy = torch.nn.Linear(1, 1)
+    batch = {k: torch.zeros(2, 1) for k in ("actions", "logprobs", "advantages", "mask")}
+    with pytest.raises(ValueError, match=r"kl_loss_coef > 0 needs batch\['ref_logprobs'\]"):
+        ppo_update(policy, torch.optim.SGD(policy.parameters(), lr=0.1), batch, PPOUpdateConfig(minibatch_size=2),
+                   kl_loss_coef=0.1)
