@@ -24,10 +24,10 @@ browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 # The main job: a short RLHF run on the embedded default model (progress, metrics.csv, plot.png, samples.md).
-# CPU-sized: the last 4 blocks train (the 26 below run once per iteration: trunk reuse), 64 completions of 8
-# tokens per iteration. The folder is recreated each time.
-DEMO_ARGS ?= --iterations 24 --trainable-layers 4 --lr 5e-5 --max-new-tokens 8 --num-envs 64 \
-	--ppo.minibatch-size 32 --ppo.micro-batch-size 32 --ppo.n-epochs 4
+# CPU-sized: the last 4 blocks train (the 26 below run once per iteration: trunk reuse), 32 completions of up
+# to 24 tokens per iteration, each ending at a full stop, '!' or '?' (or the budget). The folder is recreated.
+DEMO_ARGS ?= --iterations 22 --trainable-layers 4 --lr 2e-4 --max-new-tokens 24 --stop-strings . '!' '?' \
+	--num-envs 32 --ppo.minibatch-size 32 --ppo.micro-batch-size 32 --ppo.n-epochs 2
 demo: setup
 	rm -rf runs/demo
 	$(PY) -m agents.cli train --task TextGen-Sentiment-v0 --out runs/demo $(DEMO_ARGS)

@@ -122,7 +122,7 @@ class RLHFConfig:
     "rm/", "device": "cuda"}'"""
     num_envs: int = 32
     """completions per iteration (the rollout batch)"""
-    max_new_tokens: int | None = 16
+    max_new_tokens: int | None = None
     """completion budget in tokens (None: the task's)"""
     temperature: float = 1.0
     """sampling temperature, also applied to the log-probs PPO trains on (Huang et al. 2024)"""

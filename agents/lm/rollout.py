@@ -199,7 +199,10 @@ def _finish(policy: CausalLMPolicy, env: Any, prompt_ids: torch.Tensor, prompt_m
     """The :class:`Rollout` of ``T`` decoded steps: buffers cut to ``T``, a separate critic's values, texts."""
     comp_mask = buf["completion_mask"][:, :T]
     completion_ids = buf["actions"][:, :T]
-    logprobs, values = buf["logprobs"][:, :T] * comp_mask, buf["values"][:, :T] * comp_mask
+    real = comp_mask.bool()  # where(), not a product: a finished row's step may hold -inf (EOS outside top-k)
+    logprobs, values = (torch.where(real, buf[k][:, :T], 0.0) for k in ("logprobs", "values"))
+    if "support" in buf:
+        buf["support"][:, :T][~real] = True  # padding: the full vocabulary, so no pass gives it a -inf log-prob
     env_rewards = buf["env_rewards"][:, :T]
     N = prompt_ids.shape[0]
     if policy.critic is not None:  # the separate critic keeps no cache: one pass over the finished sequences

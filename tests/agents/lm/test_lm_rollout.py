@@ -214,3 +214,18 @@ def test_truncated_rollout_log_probs_equal_one_forward_pass():
 def test_bad_truncation_values_are_errors(kw, match):
     with pytest.raises(ValueError, match=match):
         CausalLMPolicy(make_tiny_gpt2(vocab_size=5), **kw)
+
+
+def test_truncated_rollout_padding_has_finite_log_probs():
+    # top-k = 2: a finished row's (ignored) step puts EOS outside the kept set whenever EOS is not in the top 2;
+    # that -inf log-prob once reached the padding (as -inf * 0 = NaN) and made the PPO loss NaN
+    pol = CausalLMPolicy(make_tiny_llama(vocab_size=5, seed=1), top_k=2, value_head_init="normal")
+    r = rollout(pol, char_env(), prompts=PROMPTS, generator=torch.Generator().manual_seed(0))
+    m = r.completion_mask.bool()
+    assert (~m).any(), "the test needs episodes of different lengths"
+    assert torch.isfinite(r.logprobs).all() and torch.isfinite(r.values).all()
+    assert (r.logprobs[~m] == 0).all() and r.support[~m].all()
+    lp, ent, _ = pol.evaluate({"actions": r.completion_ids, "input_ids": r.input_ids,
+                               "attention_mask": r.attention_mask, "support": r.support})
+    assert torch.isfinite(lp).all() and torch.isfinite(ent).all()
+    torch.testing.assert_close(lp[m], r.logprobs[m], atol=1e-5, rtol=0)
