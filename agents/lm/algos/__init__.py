@@ -6,8 +6,8 @@ An RLHF iteration (:meth:`agents.lm.rlhf.RLHFTrainer.run_iteration`) reads
     -> **policy loss** (:func:`agents.ppo.core.ppo_update`: clipped ratio, optional k3 KL loss) -> update
 
 and an :class:`Algorithm` supplies the advantage estimator and says whether it needs a critic (value head).
-The policy loss is the same clipped surrogate for all of them (GRPO, RLOO and REINFORCE++ as TRL, verl and
-OpenRLHF run them: PPO's ratio clipping over the epochs of one batch); they differ in the baseline.
+The policy loss is the same clipped surrogate for all of them (GRPO, RLOO and REINFORCE++ as verl and OpenRLHF
+run them: PPO's ratio clipping over the epochs of one batch); they differ in the baseline.
 
 The registry holds ``"module:attr"`` strings, imported on use (``textgym._optional.load_entry``, the house
 registry style).
