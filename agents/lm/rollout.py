@@ -135,7 +135,7 @@ def rollout(policy: CausalLMPolicy, env: Any, *, prompts: list[Any] | None = Non
     copied to each row (:func:`shared_prompts`); the result is the same as encoding every row.
     """
     policy.check_action_size(env.action_size)
-    device = policy.value_head.weight.device
+    device = policy.device
     options = {"prompts": list(prompts)} if prompts is not None else None
     obs, _ = env.reset(seed=seed, options=options)
     ids = torch.as_tensor(np.asarray(obs["input_ids"]), device=device)
