@@ -38,7 +38,7 @@ SIDES = {  # name: (trunk_reuse, precision)
 
 def make_trainer(args: argparse.Namespace, reuse: bool, precision: str) -> RLHFTrainer:
     cfg = RLHFConfig(task="TextGen-Sentiment-v0", num_envs=args.num_envs, max_new_tokens=args.new_tokens,
-                     trainable_layers=args.trainable_layers, lr=5e-5, device=args.device, precision=precision,
+                     stop_strings=list(args.stop_strings) or None, trainable_layers=args.trainable_layers, lr=args.lr, device=args.device, precision=precision,
                      trunk_reuse=reuse, progress=False, tensorboard=False,
                      ppo=RLHFPPOConfig(n_epochs=args.epochs, minibatch_size=args.minibatch,
                                        micro_batch_size=args.minibatch))
@@ -68,10 +68,12 @@ def memory_child(args: argparse.Namespace) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="default", help="'default' (SmolLM2-135M) or 'tiny' (random small Llama)")
-    p.add_argument("--num-envs", type=int, default=64)
-    p.add_argument("--new-tokens", type=int, default=8, help="the completion budget (8: the demo before issue 11)")
+    p.add_argument("--num-envs", type=int, default=32)
+    p.add_argument("--new-tokens", type=int, default=24, help="the completion budget (make demo's; 8 before issue 11)")
+    p.add_argument("--stop-strings", nargs="*", default=[".", "!", "?"], help="make demo's (none before issue 11)")
+    p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--trainable-layers", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--minibatch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
@@ -114,7 +116,8 @@ def main() -> int:
         for s in sides:
             cmd = [sys.executable, __file__, "--memory-child", s] + [
                 x for k, v in vars(args).items() if k not in ("memory_child", "skip_memory", "out", "repeats", "warmup")
-                and v is not None for x in (f"--{k.replace('_', '-')}", str(v))]
+                and v is not None for x in (f"--{k.replace('_', '-')}", *(map(str, v) if isinstance(v, list)
+                                                                          else [str(v)]))]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
             res["memory"][s] = json.loads(proc.stdout.strip().splitlines()[-1])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
