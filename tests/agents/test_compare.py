@@ -1,0 +1,289 @@
+"""``textgym compare`` (agents/compare.py): the band, grid and difference maths by hand on synthetic curves; the
+pair loop with an injected runner (what runs, what is skipped, what resumes, what is refused); the child runner's
+peak memory; and the whole command on a tiny GPT-2 with two algorithms x two seeds x two iterations."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("matplotlib")
+
+from agents import compare  # noqa: E402
+from agents.cli import build_parser  # noqa: E402
+from agents.cli import main as cli  # noqa: E402
+
+T_975_DF1 = 12.706204736174698  # scipy.stats.t.ppf(0.975, 1)
+T_975_DF4 = 2.7764451051977987  # scipy.stats.t.ppf(0.975, 4)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# -- the maths, by hand ----------------------------------------------------------------------------------------
+
+def test_wall_grid_interpolation_and_band_by_hand():
+    walls = [np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0])]
+    scores = [np.array([0.0, 1.0, 2.0]), np.array([0.0, 2.0])]
+    grid = compare.wall_grid(walls, points=3)
+    assert grid.tolist() == [2.0, 2.5, 3.0]  # the range both seeds cover: latest start, earliest end
+    values = np.array([compare.on_grid(w, s, grid) for w, s in zip(walls, scores)])
+    assert values.tolist() == [[1.0, 1.5, 2.0], [0.0, 0.5, 1.0]]  # linear interpolation
+    mean, half = compare.band(values)
+    assert mean.tolist() == [0.5, 1.0, 1.5]
+    # two values a and a+1: sd = 1/sqrt(2), sem = 1/2, half-width = t(0.975, df=1) / 2
+    assert half == pytest.approx([T_975_DF1 / 2] * 3)
+    assert np.isnan(compare.on_grid(walls[1], scores[1], np.array([1.0]))).all()  # before a seed starts: no value
+    # seeds that do not overlap: the union, each point averaged over the seeds that cover it (no band with one)
+    walls = [np.array([0.0, 1.0]), np.array([2.0, 3.0])]
+    grid = compare.wall_grid(walls, points=4)
+    assert grid.tolist() == [0.0, 1.0, 2.0, 3.0]
+    mean, half = compare.band(np.array([compare.on_grid(w, np.array([1.0, 2.0]), grid) for w in walls]))
+    assert mean.tolist() == [1.0, 2.0, 1.0, 2.0] and np.isnan(half).all()
+
+
+def test_difference_and_verdict_by_hand():
+    a, b = [1.0, 2.0, 3.0], [4.0, 5.0, 6.0]
+    d = compare.difference("x", "y", a, b)
+    # Welch: se = sqrt(1/3 + 1/3), df = 4 (equal variances and sizes), CI = -3 +- t(0.975, 4) * se
+    se = math.sqrt(2 / 3)
+    assert d["difference"] == pytest.approx(-3.0)
+    assert d["ci95"] == pytest.approx([-3 - T_975_DF4 * se, -3 + T_975_DF4 * se])
+    assert d["verdict"] == "y better than x" and d["n"] == {"x": 3, "y": 3}
+    assert compare.difference("x", "y", a, b, higher_is_better=False, better="faster")["verdict"] == "x faster than y"
+    close = compare.difference("x", "y", a, [1.5, 2.5, 3.5])
+    assert close["ci95"][0] < 0 < close["ci95"][1]
+    assert close["verdict"] == "inconclusive: the 95% CI of the difference includes 0"
+    two = compare.difference("x", "y", a[:2], [11.0, 12.0])  # the CI is given, the verdict is not: too few seeds
+    assert two["ci95"] is not None and two["ci95"][1] < 0 and two["verdict"] == "inconclusive: 2 seeds"
+    one = compare.difference("x", "y", [1.0], [2.0])
+    assert one["difference"] == -1.0 and one["ci95"] is None and one["verdict"] == "inconclusive: 1 seed"
+
+
+def test_run_curve_sums_the_time_columns():
+    rows = [{"step": str(i), "rollout/ep_rew_mean": str(0.1 * i), "rlhf/kl_ref": "0.5", "time/rollout_s": "1.0",
+             "time/update_s": "0.5", "time/fps": "1000"} for i in (1, 2, 3)]
+    c = compare.run_curve(rows, iterations=2)  # rows past --iterations are left out
+    assert c["iteration"].tolist() == [1, 2]
+    assert c["wall_s"].tolist() == [1.5, 3.0]  # cumulative rollout + update seconds; time/fps is not a time
+    assert c["score"] == pytest.approx([0.1, 0.2]) and "gold_score" not in c
+    assert compare.first_reach(c["wall_s"], c["score"], 0.15) == 3.0
+    assert compare.first_reach(c["wall_s"], c["score"], 0.5) is None
+
+
+# -- the pair loop, with an injected runner ------------------------------------------------------------------
+
+def parse(argv):
+    return build_parser(only="compare").parse_args(["compare", *argv])
+
+
+class FakeRunner:
+    """Writes what a finished train run leaves (config.json, metrics.csv, final/) with synthetic scores:
+    ``score = offset[algo] + 0.1 * iteration + 0.01 * seed``, 1 s per iteration for ppo, 0.5 s otherwise; records
+    each command. ``fail`` = a run name: that run is cut after its first iteration and exits 137 (a kill)."""
+
+    def __init__(self, fail=None, offset=None):
+        self.calls, self.fail, self.offset = [], fail, offset or {}
+
+    def __call__(self, argv, log_path):
+        self.calls.append(argv)
+        cfg = build_parser(only="train").parse_args(argv[3:])
+        run_dir = log_path.parent
+        given = json.loads((run_dir.parent.parent / "train_config.json").read_text())
+        algo = run_dir.name.rsplit("-seed", 1)[0]
+        seed = int(argv[argv.index("--seed") + 1])
+        killed = run_dir.name == self.fail
+        n = 1 if killed else given["iterations"]
+        (run_dir / "config.json").write_text(json.dumps({**given, "seed": seed}))
+        with (run_dir / "metrics.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["step", "rollout/ep_rew_mean", "rlhf/kl_ref", "time/rollout_s", "time/fps"])
+            for i in range(1, n + 1):
+                w.writerow([i, self.offset.get(algo, 0.0) + 0.1 * i + 0.01 * seed, 0.01 * i,
+                            1.0 if algo == "ppo" else 0.5, 9])
+        if not killed:
+            (run_dir / "final").mkdir(exist_ok=True)
+            (run_dir / "final" / "config.json").write_text("{}")
+            (run_dir / "final" / "model.safetensors").write_text("")
+        log_path.write_text(f"fake run of {run_dir.name}; resume={'--resume' in argv}\n")
+        assert cfg.config["num_envs"] == 4  # the shared flags reach every run through --config
+        return compare.RunResult(137 if killed else 0, 100.0 + seed, 0.1)
+
+
+def fake_argv(out, *extra, algos="ppo,grpo", seeds=2, iterations=2):
+    return ["--task", "sql", "--algos", algos, "--seeds", str(seeds), "--iterations", str(iterations), "--num-envs",
+            "4", "--ppo.minibatch-size", "4", "--out", str(out), "--eval-n", "0", "--progress", "false", *extra]
+
+
+def ran(runner):
+    return [(a[a.index("--out") + 1].rsplit("/", 1)[1], "--resume" in a) for a in runner.calls]
+
+
+@pytest.fixture
+def two_algos(monkeypatch):
+    """The runner is fake: train's own checks of each algorithm's config (tested below) are not in the way."""
+    monkeypatch.setattr(compare, "check_algos", lambda cfg, algos: None)
+
+
+def test_pairs_run_once_then_are_kept_and_a_killed_pair_resumes(tmp_path, two_algos):
+    out = tmp_path / "cmp"
+    runner = FakeRunner(fail="grpo-seed1")
+    with pytest.raises(RuntimeError, match=r"grpo-seed1 failed \(exit 137\)[\s\S]*fake run of grpo-seed1"):
+        compare.run(parse(fake_argv(out)), runner=runner)
+    assert ran(runner) == [("ppo-seed0", False), ("grpo-seed0", False), ("ppo-seed1", False), ("grpo-seed1", False)]
+    runner = FakeRunner()
+    summary = compare.run(parse(fake_argv(out)), runner=runner)
+    assert ran(runner) == [("grpo-seed1", True)]  # only the killed pair, continued with --resume
+    runner = FakeRunner()
+    again = compare.run(parse(fake_argv(out)), runner=runner)
+    assert runner.calls == [] and again == summary  # nothing runs the second time, the same summary
+    runner = FakeRunner()
+    compare.run(parse(fake_argv(out, iterations=3)), runner=runner)  # more iterations: every run continues
+    assert ran(runner) == [("ppo-seed0", True), ("grpo-seed0", True), ("ppo-seed1", True), ("grpo-seed1", True)]
+    record = json.loads((out / "runs" / "grpo-seed1" / "compare_run.json").read_text())
+    assert [a["returncode"] for a in record["attempts"]] == [137, 0, 0]
+
+
+def test_summary_curves_and_verdicts_from_synthetic_runs(tmp_path, two_algos):
+    out = tmp_path / "cmp"
+    runner = FakeRunner(offset={"grpo": 1.0})
+    summary = compare.run(parse(fake_argv(out, "--threshold", "1.2")), runner=runner)
+    rows = read_csv(out / "curves.csv")
+    assert [(r["algo"], r["seed"], r["iteration"]) for r in rows] == [
+        (a, s, i) for a in ("ppo", "grpo") for s in "01" for i in "12"]
+    grpo1 = [r for r in rows if r["algo"] == "grpo" and r["seed"] == "1"]
+    assert [float(r["wall_s"]) for r in grpo1] == [0.5, 1.0] and float(grpo1[1]["score"]) == pytest.approx(1.21)
+    ppo, grpo = summary["algorithms"]["ppo"], summary["algorithms"]["grpo"]
+    assert ppo["final_score"]["per_seed"] == pytest.approx([0.2, 0.21])
+    assert ppo["final_score"]["mean"] == pytest.approx(0.205)
+    half = T_975_DF1 * 0.01 / math.sqrt(2) / math.sqrt(2)  # sd of (0.2, 0.21) is 0.01/sqrt(2); sem = sd / sqrt(2)
+    assert ppo["final_score"]["ci95"] == pytest.approx([0.205 - half, 0.205 + half])
+    assert ppo["s_per_iteration"]["mean"] == 1.0 and grpo["s_per_iteration"]["mean"] == 0.5
+    assert ppo["peak_rss_mib"]["per_seed"] == [100.0, 101.0] and ppo["peak_rss_mib"]["max"] == 101.0
+    (c,) = summary["comparisons"]
+    assert (c["a"], c["b"]) == ("ppo", "grpo") and "eval_score" not in c  # --eval-n 0: no held-out figures
+    assert c["final_score"]["difference"] == pytest.approx(-1.0)
+    assert c["final_score"]["verdict"] == "inconclusive: 2 seeds"  # the CI excludes 0, but 2 seeds give no verdict
+    assert c["final_score"]["ci95"][1] < 0
+    # the threshold: grpo's mean curve goes linearly from 1.105 at 0.5 s to 1.205 at 1 s, so it crosses 1.2 at
+    # 0.975 s: the first point of the 100-point grid over [0.5, 1] at or after that; ppo never gets there
+    assert 0.975 <= grpo["threshold"]["mean_curve_s"] <= 0.975 + 0.5 / 99
+    assert ppo["threshold"]["mean_curve_s"] is None
+    assert summary["threshold"]["first"] == "grpo"
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    runs = read_csv(out / "runs.csv")
+    assert [(r["algo"], r["seed"], r["peak_rss_mib"]) for r in runs] == [
+        ("ppo", "0", "100"), ("ppo", "1", "101"), ("grpo", "0", "100"), ("grpo", "1", "101")]
+    table = compare.format_summary(summary)
+    assert "| grpo | 2 | 1.205" in table and "ppo - grpo final_score: -1.000" in table
+    assert "first to reach score 1.2 (mean curve, wall-clock): grpo" in table
+    # three seeds, and the CI of the difference excludes 0: a verdict
+    three = compare.run(parse(fake_argv(tmp_path / "three", seeds=3)), runner=FakeRunner(offset={"grpo": 1.0}))
+    assert three["comparisons"][0]["final_score"]["verdict"] == "grpo better than ppo"
+    assert three["comparisons"][0]["s_per_iteration"]["verdict"] == "grpo faster than ppo"
+
+
+def test_bad_input_is_refused_before_anything_runs(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    for extra, message in [(["--seeds", "0"], "--seeds must be at least 1, got 0"),
+                           (["--algos", "ppo,nope"], "nope"),
+                           (["--algos", "ppo,ppo"], "--algos names ppo twice"),
+                           (["--algos", " , "], "--algos must name at least one algorithm"),
+                           (["--eval-n", "-1"], "--eval-n must be >= 0"),
+                           (["--num-envs", "0"], "num_envs must be >= 1")]:
+        runner = FakeRunner()
+        with pytest.raises(ValueError, match=message):  # a flag given twice: the last counts
+            compare.run(parse(fake_argv(out, *extra, algos="ppo")), runner=runner)
+        assert runner.calls == [] and not out.exists()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds no compare.json"):
+        compare.run(parse(fake_argv(tmp_path / "other", algos="ppo")), runner=FakeRunner())
+    compare.run(parse(fake_argv(out, algos="ppo", seeds=1)), runner=FakeRunner())
+    runner = FakeRunner()
+    with pytest.raises(ValueError, match=r"other shared flags \(kl_coef: 0.05 -> 0.5\)"):
+        compare.run(parse(fake_argv(out, "--kl-coef", "0.5", algos="ppo", seeds=1)), runner=runner)
+    with pytest.raises(ValueError, match="cannot shorten"):
+        compare.run(parse(fake_argv(out, algos="ppo", seeds=1, iterations=1)), runner=runner)
+    assert runner.calls == []
+    assert cli(["compare", *fake_argv(out, "--kl-coef", "0.5", algos="ppo", seeds=1)]) == 2  # the CLI: exit 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_run_subprocess_logs_the_output_and_reads_peak_memory(tmp_path):
+    log = tmp_path / "run" / "log.txt"
+    r = compare.run_subprocess([sys.executable, "-c", "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]);"
+                                                      "print('hello'); raise SystemExit(3)"], log)
+    assert r.returncode == 3 and r.peak_rss_mib > 300  # the child's own peak, from wait4's rusage
+    assert "hello" in log.read_text() and "textgym compare runs:" in log.read_text()
+
+
+# -- the whole command on a tiny GPT-2 ------------------------------------------------------------------------
+
+def in_process(argv, log_path):
+    """Run the train command in this process (the children's imports would cost seconds each in CI)."""
+    with log_path.open("a") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
+        return compare.RunResult(cli(argv[3:]), None, 0.0)
+
+
+def test_compare_end_to_end_on_a_tiny_model(byte_gpt2_dir, tmp_path, monkeypatch):
+    from agents.lm.rlhf import RLHFConfig
+
+    algos = "ppo,grpo" if compare._has_algo_field(RLHFConfig()) else "ppo"  # until train has --algo
+    out = tmp_path / "cmp"
+    argv = ["--task", "sql", "--model", str(byte_gpt2_dir), "--tokenizer", "byte", "--algos", algos,
+            "--num-envs", "4", "--max-new-tokens", "6", "--ppo.minibatch-size", "4", "--ppo.micro-batch-size", "4",
+            "--ppo.n-epochs", "1", "--n-samples", "1", "--tensorboard", "false", "--checkpoint-every", "1",
+            "--eval-n", "4", "--out", str(out), "--progress", "false"]
+    n_algos = len(algos.split(","))
+    calls = []
+
+    def runner(cmd, log_path):
+        calls.append(cmd)
+        return in_process(cmd, log_path)
+
+    compare.run(parse([*argv, "--seeds", "1", "--iterations", "1"]), runner=runner)  # one seed, one iteration
+    assert len(calls) == n_algos
+    calls.clear()
+    summary = compare.run(parse([*argv, "--seeds", "2", "--iterations", "2"]), runner=runner)
+    assert sorted((c[c.index("--out") + 1].rsplit("/", 1)[1], "--resume" in c) for c in calls) == sorted(
+        x for a in algos.split(",") for x in ((f"{a}-seed0", True), (f"{a}-seed1", False)))
+    rows = read_csv(out / "curves.csv")
+    assert len(rows) == 4 * n_algos
+    assert {(r["algo"], r["seed"]) for r in rows} == {(a, s) for a in algos.split(",") for s in "01"}
+    for algo in algos.split(","):
+        for seed in (0, 1):
+            run_dir = out / "runs" / f"{algo}-seed{seed}"
+            assert json.loads((run_dir / "config.json").read_text()).get("algo", "ppo") == algo
+            metrics = read_csv(run_dir / "metrics.csv")
+            mine = [r for r in rows if r["algo"] == algo and r["seed"] == str(seed)]
+            assert [float(r["score"]) for r in mine] == pytest.approx([float(m["rollout/ep_rew_mean"])
+                                                                        for m in metrics])
+            assert 0 < float(mine[0]["wall_s"]) < float(mine[1]["wall_s"])
+            ev = json.loads((run_dir / "heldout_eval.json").read_text())["result"]
+            a = summary["algorithms"][algo]
+            assert a["eval_accuracy"]["per_seed"][seed] == ev["greedy_accuracy"]["all"]["mean"]
+            assert ev["n"] == 4
+    for a in summary["algorithms"].values():
+        assert {"final_score", "eval_accuracy", "eval_score", "s_per_iteration", "peak_rss_mib"} <= set(a)
+        assert a["s_per_iteration"]["n"] == 2 and a["s_per_iteration"]["mean"] > 0
+    for c in summary["comparisons"]:
+        assert {"final_score", "eval_accuracy", "s_per_iteration"} <= set(c)
+        assert c["final_score"]["verdict"] == "inconclusive: 2 seeds"
+    assert len(summary["comparisons"]) == n_algos - 1
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "summary.json").read_text()) == summary
+    calls.clear()
+    mtime = (out / "runs" / "ppo-seed1" / "metrics.csv").stat().st_mtime_ns
+    assert compare.run(parse([*argv, "--seeds", "2", "--iterations", "2"]), runner=runner) == summary
+    assert calls == [] and (out / "runs" / "ppo-seed1" / "metrics.csv").stat().st_mtime_ns == mtime
