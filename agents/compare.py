@@ -63,6 +63,8 @@ FREE_FIELDS = ("progress",)
 """train fields that may differ between two calls on the same --out (they change nothing a run computes)"""
 GRID_POINTS = 100
 """points of the common wall-clock grid"""
+SIGINT_GRACE_S = 10.0
+"""on Ctrl-C, how long a child has to stop on the terminal's own SIGINT before it is sent one"""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -116,10 +118,15 @@ def run_subprocess(argv: list[str], log_path: Path) -> RunResult:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         try:
             _, status, usage = os.wait4(proc.pid, 0)
-        except KeyboardInterrupt:
-            proc.send_signal(signal.SIGINT)
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
+        except KeyboardInterrupt:  # Ctrl-C reached the child too (same process group): let it stop cleanly
+            deadline = time.monotonic() + SIGINT_GRACE_S
+            while not (reaped := os.wait4(proc.pid, os.WNOHANG))[0]:
+                if time.monotonic() > deadline:  # it did not get the signal (compare alone was interrupted)
+                    proc.send_signal(signal.SIGINT)
+                    reaped = os.wait4(proc.pid, 0)
+                    break
+                time.sleep(0.1)
+            proc.returncode = os.waitstatus_to_exitcode(reaped[1])
             raise
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
     return RunResult(proc.returncode, _maxrss_mib(usage.ru_maxrss), time.perf_counter() - t0)
@@ -428,8 +435,9 @@ def summarize(curves: dict[str, dict[int, dict[str, np.ndarray]]], records: dict
               evals: dict[str, dict[int, dict[str, Any] | None]], threshold: float | None,
               meta: dict[str, Any]) -> dict[str, Any]:
     """``summary.json``: per algorithm, the final score (last iteration's ``rollout/ep_rew_mean``), final KL,
-    held-out eval score and accuracy, seconds per iteration (training seconds / iterations), peak RSS, each as
-    mean and 95% CI across seeds with the per-seed values; for each pair of algorithms the differences of final
+    held-out eval score and accuracy, seconds per iteration (training seconds / iterations), the child process's
+    whole seconds (start, loading, checkpoints and samples included; summed over attempts), peak RSS, each as mean
+    and 95% CI across seeds with the per-seed values; for each pair of algorithms the differences of final
     score, held-out accuracy (or eval score, when the scorer gives no ``correct`` part) and seconds per
     iteration (:func:`difference`); with ``threshold``, the wall-clock second at which each algorithm's mean
     curve (on :func:`wall_grid`) first reached it, and which was first."""
@@ -448,6 +456,7 @@ def summarize(curves: dict[str, dict[int, dict[str, np.ndarray]]], records: dict
              "eval_score": [e["score"]["mean"] if e else None for e in ev], "eval_accuracy": acc,
              "s_per_iteration": [float(x["wall_s"][-1]) / len(x["wall_s"]) for x in c],
              "train_s": [float(x["wall_s"][-1]) for x in c],
+             "process_s": [records[algo][s].get("process_s") for s in seeds],
              "peak_rss_mib": [records[algo][s].get("peak_rss_mib") for s in seeds]}
         per_algo[algo] = v
         a = {"seeds": seeds, **{k: _stat(vals) for k, vals in v.items() if k != "peak_rss_mib"}}
@@ -501,7 +510,8 @@ def write_curves_csv(path: Path, curves: dict[str, dict[int, dict[str, np.ndarra
 
 
 def write_runs_csv(path: Path, summary: dict[str, Any]) -> None:
-    keys = ["train_s", "s_per_iteration", "peak_rss_mib", "final_score", "final_kl", "eval_score", "eval_accuracy"]
+    keys = ["train_s", "s_per_iteration", "process_s", "peak_rss_mib", "final_score", "final_kl", "eval_score",
+            "eval_accuracy"]
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["algo", "seed", *keys])
@@ -637,7 +647,8 @@ def run(args: argparse.Namespace, runner: Runner = run_subprocess) -> dict[str, 
         curves[algo][seed] = run_curve(read_rows(run_dir / "metrics.csv"), cfg.iterations)
         attempts = _read_json(run_dir / "compare_run.json", {"attempts": []})["attempts"]
         rss = [a["peak_rss_mib"] for a in attempts if a.get("peak_rss_mib") is not None]
-        records[algo][seed] = {"peak_rss_mib": max(rss) if rss else None}
+        secs = [a["process_s"] for a in attempts if a.get("process_s") is not None]
+        records[algo][seed] = {"peak_rss_mib": max(rss) if rss else None, "process_s": sum(secs) if secs else None}
         if args.eval_n > 0:
             if prompts is None:
                 from agents.eval import held_out_prompts

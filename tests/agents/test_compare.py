@@ -182,8 +182,8 @@ def test_summary_curves_and_verdicts_from_synthetic_runs(tmp_path, two_algos):
     assert summary["threshold"]["first"] == "grpo"
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
     runs = read_csv(out / "runs.csv")
-    assert [(r["algo"], r["seed"], r["peak_rss_mib"]) for r in runs] == [
-        ("ppo", "0", "100"), ("ppo", "1", "101"), ("grpo", "0", "100"), ("grpo", "1", "101")]
+    assert [(r["algo"], r["seed"], r["peak_rss_mib"], r["process_s"]) for r in runs] == [
+        (a, s, rss, "0.1") for a in ("ppo", "grpo") for s, rss in (("0", "100"), ("1", "101"))]
     table = compare.format_summary(summary)
     assert "| grpo | 2 | 1.205" in table and "ppo - grpo final_score: -1.000" in table
     assert "first to reach score 1.2 (mean curve, wall-clock): grpo" in table
@@ -226,6 +226,22 @@ def test_run_subprocess_logs_the_output_and_reads_peak_memory(tmp_path):
                                                       "print('hello'); raise SystemExit(3)"], log)
     assert r.returncode == 3 and r.peak_rss_mib > 300  # the child's own peak, from wait4's rusage
     assert "hello" in log.read_text() and "textgym compare runs:" in log.read_text()
+
+
+def test_run_subprocess_on_ctrl_c_stops_the_child_and_reaps_it(tmp_path, monkeypatch):
+    import os
+    import signal
+    import threading
+    import time
+
+    monkeypatch.setattr(compare, "SIGINT_GRACE_S", 0.3)  # the child here never got the terminal's SIGINT
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        compare.run_subprocess([sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"],
+                               tmp_path / "log.txt")
+    assert time.perf_counter() - t0 < 20  # it was stopped, not waited out
+    assert "started" in (tmp_path / "log.txt").read_text()
 
 
 # -- the whole command on a tiny GPT-2 ------------------------------------------------------------------------
