@@ -59,6 +59,8 @@ MIN_SEEDS = 3
 CONFIDENCE = 0.95
 RUN_FIELDS = ("seed", "out", "algo")
 """train fields that compare sets per run"""
+PER_RUN_FORBIDDEN = ("task", "iterations", "progress")
+"""train fields that --algo-flags may not set: every run of a comparison has them alike"""
 FREE_FIELDS = ("progress",)
 """train fields that may differ between two calls on the same --out (they change nothing a run computes)"""
 GRID_POINTS = 100
@@ -82,6 +84,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                                                     "textgym eval's)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="a score: report which algorithm's mean curve reached it first, in wall-clock seconds")
+    parser.add_argument("--algo-flags", action="append", default=[], metavar="ALGO=FLAGS",
+                        help="train flags for one algorithm only, after the shared ones, e.g. "
+                             "--algo-flags 'ppo=--gae-lambda 0.9 --ppo.vf-coef 0.2' (repeatable)")
     add_dataclass_args(parser, RLHFConfig, skip=RUN_FIELDS)
     add_config_arg(parser, RLHFConfig)
 
@@ -183,22 +188,25 @@ def run_status(run_dir: Path, iterations: int) -> str:
     return "resume" if (run_dir / "config.json").exists() else "new"
 
 
-def train_argv(out: Path, algo: str, seed: int, resume: bool, algo_flag: bool) -> list[str]:
-    """The child's command: the shared flags from ``OUT/train_config.json``, then this run's own."""
-    argv = [sys.executable, "-m", "agents.cli", "train", "--config", str(out / "train_config.json"),
+def train_argv(out: Path, algo: str, seed: int, resume: bool, algo_flag: bool, extra: tuple[str, ...] = ()
+               ) -> list[str]:
+    """The child's command: the shared flags from ``OUT/train_config.json``, the algorithm's ``--algo-flags``
+    (``extra``), then this run's own."""
+    argv = [sys.executable, "-m", "agents.cli", "train", "--config", str(out / "train_config.json"), *extra,
             *(["--algo", algo] if algo_flag else []), "--seed", str(seed),
             "--out", str(out / "runs" / run_name(algo, seed)), "--progress", "false"]
     return argv + (["--resume"] if resume else [])
 
 
-def _run_pair(out: Path, algo: str, seed: int, iterations: int, runner: Runner, algo_flag: bool) -> str:
+def _run_pair(out: Path, algo: str, seed: int, iterations: int, runner: Runner, algo_flag: bool,
+              extra: tuple[str, ...] = ()) -> str:
     """Run (or resume, or skip) one pair; returns its status before the call; raises RuntimeError if it fails."""
     run_dir = out / "runs" / run_name(algo, seed)
     status = run_status(run_dir, iterations)
     if status == "done":
         return status
     run_dir.mkdir(parents=True, exist_ok=True)
-    argv = train_argv(out, algo, seed, status == "resume", algo_flag)
+    argv = train_argv(out, algo, seed, status == "resume", algo_flag, extra)
     record_path = run_dir / "compare_run.json"
     record = _read_json(record_path, {"attempts": []})
     attempt = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": argv, "iterations": iterations,
@@ -228,16 +236,54 @@ def parse_algos(spec: str) -> list[str]:
     return algos
 
 
+def parse_algo_flags(specs: list[str], algos: list[str]) -> dict[str, list[str]]:
+    """``{algo: [flag tokens]}`` from ``--algo-flags ALGO=FLAGS`` (shell-split)."""
+    out: dict[str, list[str]] = {}
+    for spec in specs:
+        algo, sep, flags = spec.partition("=")
+        algo = algo.strip()
+        if not sep or not algo:
+            raise ValueError(f"--algo-flags takes ALGO=FLAGS, e.g. 'ppo=--gae-lambda 0.9'; got {spec!r}")
+        if algo not in algos:
+            raise ValueError(f"--algo-flags {algo}=...: {algo!r} is not in --algos ({', '.join(algos)})")
+        out[algo] = out.get(algo, []) + shlex.split(flags)
+    return out
+
+
+def algo_config(args: argparse.Namespace, tokens: list[str]) -> Any:
+    """The train config of one algorithm: the shared flags of ``args``, then its ``tokens`` (train flags)."""
+    from agents.config import add_dataclass_args, dataclass_from_args
+    from agents.lm.rlhf import RLHFConfig
+    from textgym.registration import resolve_task
+
+    ns = argparse.Namespace(**vars(args))
+    if tokens:
+        p = argparse.ArgumentParser(prog="--algo-flags", add_help=False, exit_on_error=False)
+        add_dataclass_args(p, RLHFConfig, skip=RUN_FIELDS + PER_RUN_FORBIDDEN)
+        try:
+            _, unknown = p.parse_known_args(tokens, namespace=ns)
+        except argparse.ArgumentError as e:
+            unknown, why = [], str(e)
+        else:
+            why = f"unknown or not per-algorithm: {' '.join(unknown)}" if unknown else ""
+        if why:
+            raise ValueError(f"--algo-flags {shlex.join(tokens)!r}: {why}; it takes train flags (not "
+                             f"{', '.join('--' + f for f in RUN_FIELDS + PER_RUN_FORBIDDEN)})")
+    cfg = dataclass_from_args(RLHFConfig, ns, out=str(Path(args.out) / "runs"), seed=0)
+    cfg.task = resolve_task(cfg.task)
+    return cfg
+
+
 def _has_algo_field(cfg: Any) -> bool:
     return "algo" in {f.name for f in dataclasses.fields(cfg)}
 
 
-def check_algos(cfg: Any, algos: list[str]) -> None:
-    """Each algorithm's config passes train's own checks (:func:`agents.lm.rlhf.validate`: an unknown algorithm
-    is refused there, with the list), before any run starts."""
+def check_algos(cfgs: dict[str, Any]) -> None:
+    """Each algorithm's config (``{algo: config}``) passes train's own checks (:func:`agents.lm.rlhf.validate`:
+    an unknown algorithm is refused there, with the list), before any run starts."""
     from agents.lm.rlhf import validate
 
-    for algo in algos:
+    for algo, cfg in cfgs.items():
         if not _has_algo_field(cfg):
             if algo != "ppo":
                 raise ValueError(f"unknown algorithm {algo!r} in --algos: this textgym's train runs ppo only")
@@ -276,8 +322,10 @@ def config_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
             if k not in (*FREE_FIELDS, "iterations") and saved.get(k) != now.get(k)]
 
 
-def prepare_out(out: Path, shared: dict[str, Any], given: dict[str, Any], algos: list[str], seeds: int) -> None:
-    """Refuse an ``--out`` that holds something else or another comparison; then record this one."""
+def prepare_out(out: Path, shared: dict[str, Any], given: dict[str, Any], algos: list[str], seeds: int,
+                algo_flags: dict[str, list[str]]) -> None:
+    """Refuse an ``--out`` that holds something else or another comparison (other shared flags, other
+    ``--algo-flags`` for an algorithm it has run); then record this one."""
     saved = _read_json(out / "compare.json")
     if saved is None and out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty and holds no compare.json: it is not a textgym compare folder; "
@@ -292,10 +340,17 @@ def prepare_out(out: Path, shared: dict[str, Any], given: dict[str, Any], algos:
             raise ValueError(f"{out} holds a comparison of {saved['config']['iterations']} iterations; --iterations "
                              f"{shared['iterations']} cannot shorten its runs: pass >= "
                              f"{saved['config']['iterations']} or another --out")
+        for algo in sorted(set(algos) & set(saved["algos"])):
+            before, now = saved["algo_flags"].get(algo, []), algo_flags.get(algo, [])
+            if before != now:
+                raise ValueError(f"{out} ran {algo} with --algo-flags {shlex.join(before)!r}, not "
+                                 f"{shlex.join(now)!r}; pass the same, or another --out")
+        algos = [*saved["algos"], *(a for a in algos if a not in saved["algos"])]  # every algorithm it has run
+        algo_flags = {**saved["algo_flags"], **algo_flags}
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "train_config.json", given)  # what the children read with --config
     _write_json(out / "compare.json", {"format": 1, "algos": algos, "seeds": seeds, "config": shared,
-                                       "train_flags": given})
+                                       "train_flags": given, "algo_flags": algo_flags})
 
 
 # -- curves and statistics (pure functions; tests check them by hand) ------------------------------------------
@@ -604,10 +659,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace, runner: Runner = run_subprocess) -> dict[str, Any]:
     """Check everything, run the missing pairs with ``runner``, then write the outputs; returns the summary."""
-    from agents.config import dataclass_from_args
     from agents.lm.rlhf import RLHFConfig, config_dict
     from textgym._optional import require
-    from textgym.registration import resolve_task
 
     algos = parse_algos(args.algos)
     if isinstance(args.seeds, bool) or args.seeds < 1:
@@ -615,16 +668,17 @@ def run(args: argparse.Namespace, runner: Runner = run_subprocess) -> dict[str, 
     if args.eval_n < 0:
         raise ValueError(f"--eval-n must be >= 0 (0: no held-out evaluation), got {args.eval_n}")
     out = Path(args.out)
-    cfg = dataclass_from_args(RLHFConfig, args, out=str(out / "runs"), seed=0)
-    cfg.task = resolve_task(cfg.task)
+    algo_flags = parse_algo_flags(args.algo_flags, algos)
+    cfg = algo_config(args, [])  # the shared config
     if cfg.iterations < 1:
         raise ValueError(f"--iterations must be at least 1 for a comparison, got {cfg.iterations}")
-    check_algos(cfg, algos)
+    cfgs = {a: algo_config(args, algo_flags.get(a, [])) for a in algos}
+    check_algos(cfgs)
     shared = shared_config(cfg)
     defaults = shared_config(RLHFConfig())
     given = {k: v for k, v in _diff_from(shared, defaults).items() if k not in FREE_FIELDS}
     given.update(task=cfg.task, iterations=cfg.iterations)  # always written: the file says what was compared
-    prepare_out(out, shared, given, algos, args.seeds)
+    prepare_out(out, shared, given, algos, args.seeds, algo_flags)
 
     tqdm = require("tqdm", "the progress bar").tqdm
     pairs = [(a, s) for s in range(args.seeds) for a in algos]  # seeds outer: a stopped comparison stays balanced
@@ -632,7 +686,7 @@ def run(args: argparse.Namespace, runner: Runner = run_subprocess) -> dict[str, 
     algo_flag = _has_algo_field(cfg)
     for algo, seed in bar:
         bar.set_postfix_str(run_name(algo, seed))
-        status = _run_pair(out, algo, seed, cfg.iterations, runner, algo_flag)
+        status = _run_pair(out, algo, seed, cfg.iterations, runner, algo_flag, tuple(algo_flags.get(algo, [])))
         bar.write(f"{run_name(algo, seed)}: " + {"done": "finished before, kept", "resume": "resumed",
                                                   "new": "trained"}[status], file=sys.stderr)
     bar.close()
@@ -640,10 +694,10 @@ def run(args: argparse.Namespace, runner: Runner = run_subprocess) -> dict[str, 
     curves: dict[str, dict[int, dict[str, np.ndarray]]] = {a: {} for a in algos}
     records: dict[str, dict[int, dict[str, Any]]] = {a: {} for a in algos}
     evals: dict[str, dict[int, dict[str, Any] | None]] = {a: {} for a in algos}
-    run_cfg = config_dict(cfg)
     prompts = None
     for algo, seed in pairs:
         run_dir = out / "runs" / run_name(algo, seed)
+        run_cfg = {**config_dict(cfgs[algo]), **_read_json(run_dir / "config.json", {})}  # what the run used
         curves[algo][seed] = run_curve(read_rows(run_dir / "metrics.csv"), cfg.iterations)
         attempts = _read_json(run_dir / "compare_run.json", {"attempts": []})["attempts"]
         rss = [a["peak_rss_mib"] for a in attempts if a.get("peak_rss_mib") is not None]
@@ -661,7 +715,7 @@ def run(args: argparse.Namespace, runner: Runner = run_subprocess) -> dict[str, 
             "eval": ({"n": args.eval_n, "seed": args.eval_seed, "greedy": True, "scorer": "the task's",
                       "success_part": "correct", "via": "agents.eval.evaluate_model on each run's final/"}
                      if args.eval_n > 0 else None),
-            "train_flags": given}
+            "train_flags": given, "algo_flags": algo_flags}
     summary = _finite(summarize(curves, records, evals, args.threshold, meta))
     write_curves_csv(out / "curves.csv", curves)
     write_runs_csv(out / "runs.csv", summary)

@@ -132,7 +132,7 @@ def ran(runner):
 @pytest.fixture
 def two_algos(monkeypatch):
     """The runner is fake: train's own checks of each algorithm's config (tested below) are not in the way."""
-    monkeypatch.setattr(compare, "check_algos", lambda cfg, algos: None)
+    monkeypatch.setattr(compare, "check_algos", lambda cfgs: None)
 
 
 def test_pairs_run_once_then_are_kept_and_a_killed_pair_resumes(tmp_path, two_algos):
@@ -191,6 +191,27 @@ def test_summary_curves_and_verdicts_from_synthetic_runs(tmp_path, two_algos):
     three = compare.run(parse(fake_argv(tmp_path / "three", seeds=3)), runner=FakeRunner(offset={"grpo": 1.0}))
     assert three["comparisons"][0]["final_score"]["verdict"] == "grpo better than ppo"
     assert three["comparisons"][0]["s_per_iteration"]["verdict"] == "grpo faster than ppo"
+
+
+def test_algo_flags_reach_only_their_algorithm_and_cannot_change(tmp_path, two_algos):
+    out = tmp_path / "cmp"
+    runner = FakeRunner()
+    compare.run(parse(fake_argv(out, "--algo-flags", "grpo=--lr 1e-4 --ppo.n-epochs 3", seeds=1)), runner=runner)
+    ppo_argv, grpo_argv = runner.calls
+    assert "--lr" not in ppo_argv
+    i = grpo_argv.index("--lr")  # after the shared --config FILE, so it overrides the file
+    assert grpo_argv[i - 2] == "--config" and grpo_argv[i:i + 4] == ["--lr", "1e-4", "--ppo.n-epochs", "3"]
+    parsed = build_parser(only="train").parse_args(grpo_argv[3:])
+    assert parsed.lr == 1e-4 and parsed.config["num_envs"] == 4
+    for flags in (["--algo-flags", "grpo=--lr 1e-3"], []):  # other flags for grpo, or none: refused
+        message = "ran grpo with --algo-flags '--lr 1e-4 --ppo.n-epochs 3', not"
+        with pytest.raises(ValueError, match=message):
+            compare.run(parse(fake_argv(out, *flags, seeds=1)), runner=runner)
+    with pytest.raises(ValueError, match="not per-algorithm: --iterations 3"):
+        compare.run(parse(fake_argv(tmp_path / "b", "--algo-flags", "ppo=--iterations 3")), runner=runner)
+    with pytest.raises(ValueError, match="'rloo' is not in --algos"):
+        compare.run(parse(fake_argv(tmp_path / "b", "--algo-flags", "rloo=--lr 1")), runner=runner)
+    assert len(runner.calls) == 2
 
 
 def test_bad_input_is_refused_before_anything_runs(tmp_path, capsys):
