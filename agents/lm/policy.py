@@ -146,6 +146,8 @@ class CausalLMPolicy(nn.Module):
       (``minibatch["support"]``, :attr:`agents.lm.rollout.Rollout.support`), so a sampled token never falls
       outside it as the policy moves (its log-prob would be -inf). The reference's log-probs are not truncated
       (``truncate=False``): truncated, it would give probability 0 to tokens the policy samples, an infinite KL.
+    - ``value_head``: False for the critic-free algorithms (GRPO, RLOO, REINFORCE++): no value head is made,
+      so none trains or is saved; the values are then zeros (no parameters, no gradient).
     - ``separate_critic``: the value reads a second copy of the trunk instead of sharing it.
     - ``value_head_init``: ``"zeros"`` (every value starts at 0, so early advantages are the returns rather than
       value-head noise) or ``"normal"`` (std ``1/sqrt(d+1)``, the head init of OpenAI's lm-human-preferences,
@@ -154,7 +156,7 @@ class CausalLMPolicy(nn.Module):
 
     def __init__(self, model: Any = None, *, vocab_size: int | None = None, temperature: float = 1.0,
                  top_k: int = 0, top_p: float = 1.0, separate_critic: bool = False, value_head_init: str = "zeros",
-                 dtype: torch.dtype | None = None) -> None:
+                 dtype: torch.dtype | None = None, value_head: bool = True) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -172,18 +174,27 @@ class CausalLMPolicy(nn.Module):
             raise ValueError(f"the tokenizer has {self.vocab_size} tokens but the model outputs only "
                              f"{self.out_size} logits; use the tokenizer that belongs to this model")
         self.temperature = float(temperature)
-        hidden = int(getattr(lm.config, "hidden_size", None) or lm.config.n_embd)
-        self.value_head = nn.Linear(hidden, 1)
-        if value_head_init == "normal":
-            nn.init.normal_(self.value_head.weight, std=1 / math.sqrt(hidden + 1))  # lm-human-preferences
-        else:
-            nn.init.zeros_(self.value_head.weight)
-        nn.init.zeros_(self.value_head.bias)
-        self.value_head.to(next(lm.parameters()).dtype)
+        if separate_critic and not value_head:
+            raise ValueError("separate_critic needs a value head (value_head=True)")
+        self.value_head: nn.Linear | None = None
+        if value_head:
+            hidden = int(getattr(lm.config, "hidden_size", None) or lm.config.n_embd)
+            self.value_head = nn.Linear(hidden, 1)
+            if value_head_init == "normal":
+                nn.init.normal_(self.value_head.weight, std=1 / math.sqrt(hidden + 1))  # lm-human-preferences
+            else:
+                nn.init.zeros_(self.value_head.weight)
+            nn.init.zeros_(self.value_head.bias)
+            self.value_head.to(next(lm.parameters()).dtype)
         self.critic: nn.Module | None = copy.deepcopy(self._trunk(lm)) if separate_critic else None
         self.trainable_layers: int | None = None  # set by train_only_last_layers
 
     # -- the model's parts --------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are."""
+        return next(self.model.parameters()).device
+
     @property
     def hf_model(self) -> nn.Module:
         """The transformers model (inside a peft wrapper if LoRA is on)."""
@@ -329,6 +340,8 @@ class CausalLMPolicy(nn.Module):
         return bool(self.top_k) or self.top_p < 1.0
 
     def _values(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.value_head is None:  # critic-free: no values (zeros, no gradient)
+            return hidden.new_zeros(hidden.shape[:2], dtype=torch.float32)  # (n, k)
         # fp32 even under bf16 autocast (the value loss is a small difference of values): a (d, 1) matmul
         with torch.autocast(hidden.device.type, enabled=False):
             return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()  # (n, k)
@@ -395,7 +408,7 @@ class CausalLMPolicy(nn.Module):
 
     def save_pretrained(self, folder: str | Path, tokenizer: Any = None) -> Path:
         """Export the LM (LoRA merged into a copy) so plain ``AutoModelForCausalLM.from_pretrained`` loads it;
-        the value head is saved beside it as ``value_head.pt``."""
+        the value head, when there is one, is saved beside it as ``value_head.pt``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         m = self.model
@@ -404,7 +417,8 @@ class CausalLMPolicy(nn.Module):
         m.save_pretrained(folder, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)
-        torch.save(self.value_head.state_dict(), folder / "value_head.pt")
+        if self.value_head is not None:
+            torch.save(self.value_head.state_dict(), folder / "value_head.pt")
         return folder
 
 

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from agents.device import resolve_device
-from agents.lm.policy import CausalLMPolicy, apply_lora, train_only_last_layers
-from agents.lm.rollout import Rollout, rollout
-from agents.ppo.core import PPOUpdateConfig, masked_mean, ppo_update, sequence_gae
+from agents.lm.policy import CausalLMPolicy, apply_lora, model_inputs, train_only_last_layers
+from agents.lm.rollout import Rollout, rollout, sample_tokens
+from agents.ppo.core import PPOUpdateConfig, masked_mean, ppo_update
 from textgym.scorers import make_scorer, score_batch, scorer_spec
 from textgym.stats import mean_ci
 
@@ -84,7 +84,21 @@ class RLHFConfig:
     out: str = "runs/rlhf"
     """run folder: metrics.csv, plot.png, samples.md, checkpoint/, final/ (the exported model)"""
     iterations: int = 12
-    """PPO iterations (one rollout batch + one update each)"""
+    """iterations (one rollout batch + one update each)"""
+    algo: str = "ppo"
+    """the algorithm (agents/lm/algos): 'ppo' (value head + GAE), or the critic-free 'grpo' (group mean/std
+    baseline), 'rloo' (leave-one-out baseline), 'reinforce++' (whitened returns); see docs/rlhf.md, Algorithms"""
+    group_size: int = 1
+    """completions per prompt in a rollout (K; num_envs / K prompts): grpo and rloo need K >= 2"""
+    group_std_scaling: bool = True
+    """grpo: divide each advantage by its group's reward std (False: Dr.GRPO, mean-centred only)"""
+    loss_agg: str = "token-mean"
+    """how per-token losses become one: 'token-mean' (over the minibatch's tokens), 'seq-mean-token-mean' (each
+    completion's mean, then the mean over completions, GRPO's paper) or 'seq-mean-token-sum-norm' (each
+    completion's sum over max_new_tokens, then the mean: Dr.GRPO)"""
+    drop_zero_std_groups: bool = False
+    """dynamic sampling (DAPO): leave the groups whose completions all scored the same out of the loss (they
+    carry no signal); logged as rlhf/dropped_groups"""
     seed: int = 0
     """seeds prompts, sampling, the value head and minibatch order"""
     tokenizer: str | None = None
@@ -135,8 +149,11 @@ class RLHFConfig:
     kl_coef: float = 0.05
     """initial coefficient of the per-token KL penalty to the reference model (Ziegler et al. 2019)"""
     kl_estimator: str = "k1"
-    """'k1' (log p - log q, Ziegler; unbiased, can be negative per token) or 'k3' ((r-1) - log r, Schulman's
-    nonnegative low-variance estimator, used by the N+ TL;DR paper's follow-ups)"""
+    """the KL estimate in the per-token reward: 'k1' (log p - log q, Ziegler et al. 2019), the only one whose
+    expected gradient there is that of the KL; for k3 use kl_loss_coef (docs/rlhf.md, "KL forms")"""
+    kl_loss_coef: float = 0.0
+    """coefficient of a KL(pi || pi_ref) *loss* term, k3 ('low-variance KL') weighted by the ratio so that its
+    gradient is the KL's (0: off; GRPO's setup is --kl-coef 0 --kl-loss-coef 0.04)"""
     adaptive_kl: bool = True
     """adapt kl_coef towards kl_target (Ziegler et al. 2019's controller); False keeps it fixed"""
     kl_target: float = 2.0
@@ -158,7 +175,7 @@ class RLHFConfig:
     gae_lambda: float = 0.95
     """GAE lambda (lm-human-preferences / TRL)"""
     ppo: RLHFPPOConfig = field(default_factory=RLHFPPOConfig)
-    """PPO update settings"""
+    """update settings (epochs, minibatches, clip ranges; every algo's loss is the clipped ratio)"""
     n_samples: int = 8
     """prompts shown before/after training in samples.md (greedy completions)"""
     checkpoint_every: int = 4
@@ -199,9 +216,20 @@ def config_dict(cfg: RLHFConfig) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+def _with_defaults(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``saved`` with the fields it lacks (added after it was written) at their defaults, nested ones too."""
+    out = {**defaults, **saved}
+    for k, v in defaults.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _with_defaults(out[k], v)
+    return out
+
+
 def config_differences(saved: dict[str, Any], cfg: RLHFConfig) -> list[str]:
-    """Fields (other than :data:`RESUMABLE_FIELDS`) whose values differ between a saved config and ``cfg``."""
+    """Fields (other than :data:`RESUMABLE_FIELDS`) whose values differ between a saved config and ``cfg``; a
+    field newer than the saved config counts at its default (a run from before ``algo`` existed was ``ppo``)."""
     now = config_dict(cfg)
+    saved = _with_defaults(saved, config_dict(RLHFConfig()))
     keys = sorted(set(saved) | set(now))
     return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys
             if k not in RESUMABLE_FIELDS + REMOVED_FIELDS and saved.get(k) != now.get(k)]
@@ -219,7 +247,12 @@ def validate(cfg: RLHFConfig) -> None:
         (0 < cfg.top_p <= 1, f"top_p must be in (0, 1] (1: off), got {cfg.top_p!r}"),
         (cfg.lr > 0, f"lr must be > 0, got {cfg.lr}"),
         (cfg.kl_coef >= 0, f"kl_coef must be >= 0, got {cfg.kl_coef}"),
-        (cfg.kl_estimator in ("k1", "k3"), f"kl_estimator must be 'k1' or 'k3', got {cfg.kl_estimator!r}"),
+        (cfg.kl_estimator != "k3", "kl_estimator='k3' in the reward is refused: a detached k3 reward's expected "
+         "gradient is not the gradient of the KL (it barely pulls the policy back to the reference; "
+         "docs/rlhf.md, \"KL forms\"). Keep --kl-estimator k1 (the default), or put k3 in the loss: "
+         "--kl-coef 0 --kl-loss-coef 0.04"),
+        (cfg.kl_estimator == "k1", f"kl_estimator must be 'k1', got {cfg.kl_estimator!r}"),
+        (cfg.kl_loss_coef >= 0, f"kl_loss_coef must be >= 0 (0: no KL loss), got {cfg.kl_loss_coef}"),
         (cfg.score_norm in ("none", "batch", "running"),
          f"score_norm must be 'none', 'batch' or 'running', got {cfg.score_norm!r}"),
         (cfg.value_head_init in ("normal", "zeros"),
@@ -234,12 +267,50 @@ def validate(cfg: RLHFConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise ValueError(msg)
+    validate_algo(cfg)
     if cfg.scorer is not None:
         if not isinstance(cfg.scorer, (str, dict)):
             raise ValueError(f"scorer must be a name, 'reward-model:PATH' or a dict with 'name', got {cfg.scorer!r}")
         scorer_spec(cfg.scorer)  # before any model is loaded: says what to write
     if cfg.gold_scorer is not None:
         scorer_spec(cfg.gold_scorer)
+
+
+LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+CRITIC_FIELDS = ("separate_critic", "value_head_init", "gae_lambda", "ppo.vf_coef", "ppo.clip_range_vf",
+                 "ppo.vf_clip_takes_max", "ppo.normalize_advantage")
+"""settings of PPO's critic and of its advantage whitening: an error with a critic-free algo, whose estimator
+defines its own baseline and normalisation"""
+
+
+def validate_algo(cfg: RLHFConfig) -> None:
+    """Raise ``ValueError`` for an unknown algo, a group size it cannot use, or PPO-only settings given to a
+    critic-free algo."""
+    from agents.lm.algos import ALGORITHMS, make_algorithm
+
+    algo = make_algorithm(cfg.algo)  # lists the valid names
+    if not isinstance(cfg.group_size, int) or cfg.group_size < 1:
+        raise ValueError(f"group_size must be an int >= 1, got {cfg.group_size!r}")
+    if cfg.group_size < algo.min_group_size:
+        raise ValueError(f"--algo {cfg.algo} needs --group-size >= {algo.min_group_size} (its baseline compares the "
+                         f"completions of one prompt), got {cfg.group_size}; pass e.g. --group-size 4")
+    if cfg.num_envs % cfg.group_size:
+        raise ValueError(f"--group-size {cfg.group_size} must divide --num-envs {cfg.num_envs} (num_envs / group_size "
+                         "prompts, each completed group_size times)")
+    if cfg.loss_agg not in LOSS_AGGS:
+        raise ValueError(f"loss_agg must be one of {', '.join(LOSS_AGGS)}, got {cfg.loss_agg!r}")
+    if cfg.drop_zero_std_groups and cfg.group_size < 2:
+        raise ValueError("drop_zero_std_groups needs groups: pass --group-size 2 or more")
+    if not algo.needs_critic:
+        default, now = config_dict(RLHFConfig()), config_dict(cfg)
+        for name in CRITIC_FIELDS:
+            top, _, sub = name.partition(".")
+            a, b = (default[top], now[top]) if not sub else (default[top][sub], now[top][sub])
+            if a != b:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} {b} is a setting of PPO's critic or its advantage whitening, and --algo "
+                                 f"{cfg.algo} has none (no value head; its estimator sets the baseline); drop "
+                                 f"{flag}, or use --algo ppo. Algorithms: {', '.join(ALGORITHMS)}")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -257,6 +328,35 @@ def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: 
     if estimator == "k3":
         return torch.expm1(-log_ratio) + log_ratio
     raise ValueError(f"kl estimator must be 'k1' or 'k3', got {estimator!r}")
+
+
+def zero_std_groups(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """``(G,)`` bool: the groups of ``group_size`` consecutive rows whose scores are all equal (their group
+    baseline leaves no signal: every advantage is 0)."""
+    g = scores.reshape(-1, group_size)  # (G, K)
+    return (g == g[:, :1]).all(-1)
+
+
+def check_groups_share_prompts(prompt_ids: torch.Tensor, group_size: int) -> None:
+    """Raise when the rows of a group were given different prompts (a prompt source that does not draw the
+    same prompt from the same seed would silently break the group baselines)."""
+    if group_size > 1:
+        g = prompt_ids.reshape(-1, group_size, prompt_ids.shape[-1])  # (G, K, P)
+        if not (g == g[:, :1]).all():
+            raise RuntimeError("the completions of a group got different prompts: the prompt source does not "
+                               "draw the same prompt from the same seed; use --group-size 1 with it")
+
+
+def loss_weights(mask: torch.Tensor, agg: str, max_new_tokens: int) -> torch.Tensor:
+    """``(N, T)`` per-token weights of a per-row loss aggregation (:func:`agents.ppo.core.ppo_update` divides
+    the weighted sum by the number of rows): 'seq-mean-token-mean' weighs each completion's tokens by 1 / its
+    length; 'seq-mean-token-sum-norm' (Dr.GRPO, Liu et al. 2025) by 1 / max_new_tokens, a constant, so a long
+    completion's tokens count as much as a short one's."""
+    if agg == "seq-mean-token-mean":
+        return mask / mask.sum(-1, keepdim=True).clamp_min(1)
+    if agg == "seq-mean-token-sum-norm":
+        return mask / max_new_tokens
+    raise ValueError(f"loss_weights is for the per-row aggregations, got {agg!r}")
 
 
 def last_token_onehot(mask: torch.Tensor) -> torch.Tensor:
@@ -417,25 +517,34 @@ def sampling_seed(seed: int, iteration: int, env_index: int) -> int:
 # --------------------------------------------------------------------------------------------------------
 class RLHFTrainer:
     """Builds env, policy, reference and optimizer from an :class:`RLHFConfig`, and runs iterations
-    (:meth:`run_iteration`).
+    (:meth:`run_iteration`) of ``cfg.algo`` (:mod:`agents.lm.algos`). An :class:`agents.base.Agent`:
+    :meth:`predict`, :meth:`learn`, :meth:`save`, :meth:`load`.
 
-    ``model`` overrides ``cfg.model`` with a loaded model object (tests, notebooks).
+    ``model`` overrides ``cfg.model`` with a loaded model object or a folder (tests, notebooks).
     """
 
     def __init__(self, cfg: RLHFConfig, model: Any = None, env: Any = None, dist: Dist | None = None) -> None:
+        from agents.lm.algos import make_algorithm
+
         validate(cfg)
         self.cfg = cfg
+        self.algo = make_algorithm(cfg.algo)
         self.dist = dist if dist is not None else make_dist(cfg)
         self.num_local_envs = self.dist.local_size(cfg.num_envs, "num_envs")
+        if self.num_local_envs % cfg.group_size:  # a group's completions stay in one process (docs/rlhf.md)
+            raise ValueError(f"--group-size {cfg.group_size} must divide the {self.num_local_envs} envs of each of the "
+                             f"{self.dist.world_size} processes (num_envs {cfg.num_envs} / processes), so that every "
+                             "group stays in one process; pick num_envs a multiple of group_size x processes")
         self.local_minibatch_size = self.dist.local_size(cfg.ppo.minibatch_size, "ppo.minibatch_size")
         if cfg.num_threads is not None:
             torch.set_num_threads(int(cfg.num_threads))
         torch.manual_seed(cfg.seed)  # the same initial weights (value head) on every process
         self.device = self.dist.device if self.dist.distributed else resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)  # before the model loads: fail fast
+        self.model_given = model is not None  # save() then writes the starting model beside the checkpoint
         self.policy = CausalLMPolicy(model if model is not None else cfg.model, temperature=cfg.temperature,
                                      top_k=cfg.top_k, top_p=cfg.top_p, separate_critic=cfg.separate_critic,
-                                     value_head_init=cfg.value_head_init)
+                                     value_head_init=cfg.value_head_init, value_head=self.algo.needs_critic)
         self.env = env if env is not None else self.make_env()
         self.policy.vocab_size = int(self.env.vocab_size)
         self.policy.check_action_size(self.env.action_size)
@@ -465,6 +574,7 @@ class RLHFTrainer:
         self.sample_generator = torch.Generator(device=self.device).manual_seed(self.dist.seed_for_rank(cfg.seed) + 1)
         self.gold_scorer = make_scorer(cfg.gold_scorer) if cfg.gold_scorer is not None else None
         self.iteration = 0
+        self.num_timesteps = 0  # completion tokens rolled out in training (env steps, for Agent.learn)
 
     # -- construction helpers ---------------------------------------------------------------------------
     def make_env(self) -> Any:
@@ -565,47 +675,88 @@ class RLHFTrainer:
             return rollout(self.policy, self.env, prompts=prompts, seed=seed, greedy=greedy,  # type: ignore[arg-type]
                            generator=generator, keep_boundary=keep_boundary)
 
+    def reset_seeds(self) -> list[int]:
+        """This process's env reset seeds: global env ``g`` resets with ``base + g - g % group_size``, so the
+        ``group_size`` envs of a group draw the same prompt (with group size 1, ``base + g`` as before)."""
+        K = self.cfg.group_size
+        base = self.cfg.seed * 1_000_003 + self.iteration * self.cfg.num_envs
+        return [base + g - g % K for g in self.env_indices]
+
     def run_iteration(self) -> dict[str, float]:
-        """One RLHF iteration (rollout, forward, rewards, GAE, PPO update, KL controller); returns the metrics
-        logged for it (global over every process's envs)."""
+        """One RLHF iteration, logged globally over every process's envs: rollout -> per-token rewards (score,
+        k1 KL) -> the algorithm's advantages -> the update (clipped policy loss) -> the KL controller."""
         cfg, dist = self.cfg, self.dist
         ddp = dist if dist.distributed else None  # one process: ppo_update's plain path, unchanged
         t0 = time.perf_counter()
         envs = self.env_indices
-        base = cfg.seed * 1_000_003 + self.iteration * cfg.num_envs  # global env g resets with base + g
-        r = self.collect(seed=[base + g for g in envs], keep_boundary=self.reuse_trunk,
-                         row_seeds=[sampling_seed(cfg.seed, self.iteration, g) for g in envs])
+        r = self.collect(seed=self.reset_seeds(), keep_boundary=self.reuse_trunk,
+                         row_seeds=[sampling_seed(cfg.seed, self.iteration, g) for g in envs])  # distinct per row
+        check_groups_share_prompts(r.prompt_ids, cfg.group_size)
         t1 = time.perf_counter()
         fw = self.full_forward(r)
         mask = r.completion_mask.float()  # (N, T)
-        logprobs, values = fw["logprobs"], fw["values"]  # (N, T): the update's old log-probs and values
-        kl = kl_per_token(logprobs, fw["ref_logprobs"], cfg.kl_estimator) * mask  # (N, T), the penalised estimate
+        logprobs = fw["logprobs"]  # (N, T): the update's old log-probs
+        values = fw["values"] if self.algo.needs_critic else None  # (N, T)
+        kl = kl_per_token(logprobs, fw["ref_logprobs"], cfg.kl_estimator) * mask  # (N, T), k1 in the reward
         ended = torch.tensor([i.get("end_reason") != "budget" for i in r.infos], device=r.scores.device)  # EOS/stop
         scores = process_scores(r.scores, ended, cfg, self.moments, ddp)  # (N,) no missing-EOS penalty after a stop
         token_rewards = r.env_rewards - r.scores[:, None] * last_token_onehot(mask)  # per-token env rewards, if any
         rewards, non_score = rlhf_rewards(scores, kl, mask, self.kl_ctl.value, token_rewards)  # (N, T)
-        advantages, returns = sequence_gae(rewards, values, mask, cfg.gamma, cfg.gae_lambda)  # (N, T)
-        batch = {"actions": r.completion_ids, "logprobs": logprobs, "values": values, "advantages": advantages,
-                 "returns": returns, "mask": mask, "input_ids": r.input_ids, "attention_mask": r.attention_mask}
-        if "boundary" in fw:
-            batch["boundary"] = fw["boundary"]  # (N, P + T, d): every PPO pass runs only the top blocks
-        if r.support is not None:
-            batch["support"] = r.support  # (N, T, V): top-k / top-p renormalise over the set kept when sampling
+        advantages, returns = self.algo.advantages(rewards, mask, values, cfg.group_size, cfg, ddp)  # (N, T)
+        zero_std = zero_std_groups(r.scores, cfg.group_size)  # (G,) groups that carry no signal
+        batch = self.update_batch(r, fw, mask, advantages, returns, zero_std)
         t2 = time.perf_counter()
         self.policy.train()
         ppo_cfg = dataclasses.replace(cfg.ppo, minibatch_size=self.local_minibatch_size)  # this process's share
+        if not self.algo.needs_critic:
+            ppo_cfg.normalize_advantage = "none"  # the estimator normalised them (validate refuses another choice)
         stats = ppo_update(self.train_policy, self.optimizer, batch, ppo_cfg, generator=self.generator,
-                           autocast=self.autocast(), dist=ddp)
+                           autocast=self.autocast(), dist=ddp, kl_loss_coef=cfg.kl_loss_coef)
         times = {"time/rollout_s": t1 - t0, "time/forward_s": t2 - t1, "time/update_s": time.perf_counter() - t2}
         for p in self.policy.parameters():  # DDP keeps the weights equal: every process stops together
             if p.requires_grad and not torch.isfinite(p).all():
                 raise FloatingPointError("a policy weight became NaN/inf after the update; stopping")
         kl_k1_seq = ((logprobs - fw["ref_logprobs"]) * mask).sum(-1)  # (N,) KL per sequence (k1, always logged)
         self.iteration += 1
+        self.num_timesteps += int(dist.all_reduce_sum(mask.sum()))
+        stats.update(self._group_metrics(zero_std))
         return self._metrics(r, kl_k1_seq, rewards, non_score, advantages, returns, values, stats, times, t0)
 
+    def update_batch(self, r: Rollout, fw: dict[str, torch.Tensor], mask: torch.Tensor, advantages: torch.Tensor,
+                     returns: torch.Tensor | None, zero_std: torch.Tensor) -> dict[str, Any]:
+        """The batch :func:`~agents.ppo.core.ppo_update` reads: no values/returns without a critic, the
+        reference's log-probs for the KL loss, per-token loss weights for the per-row aggregations, and the
+        rows of zero-std groups masked out under dynamic sampling."""
+        cfg = self.cfg
+        if cfg.drop_zero_std_groups:
+            mask = mask * (~zero_std).repeat_interleave(cfg.group_size)[:, None].to(mask)  # (N, T)
+        batch = {"actions": r.completion_ids, "logprobs": fw["logprobs"], "advantages": advantages, "mask": mask,
+                 "input_ids": r.input_ids, "attention_mask": r.attention_mask}
+        if self.algo.needs_critic:
+            batch.update(values=fw["values"], returns=returns)
+        if cfg.kl_loss_coef:
+            batch["ref_logprobs"] = fw["ref_logprobs"]
+        if cfg.loss_agg != "token-mean":
+            batch["loss_weight"] = loss_weights(mask, cfg.loss_agg, int(self.env.max_new_tokens))
+        if "boundary" in fw:
+            batch["boundary"] = fw["boundary"]  # (N, P + T, d): every update pass runs only the top blocks
+        if r.support is not None:
+            batch["support"] = r.support  # (N, T, V): top-k / top-p renormalise over the set kept when sampling
+        return batch
+
+    def _group_metrics(self, zero_std: torch.Tensor) -> dict[str, float]:
+        """Global ``rlhf/frac_reward_zero_std`` (and ``rlhf/dropped_groups`` under dynamic sampling)."""
+        if self.cfg.group_size < 2:
+            return {}
+        n_zero, n_groups = self.dist.all_reduce_sum(torch.tensor([float(zero_std.sum()), float(zero_std.numel())]))
+        out = {"rlhf/frac_reward_zero_std": float(n_zero / n_groups)}
+        if self.cfg.drop_zero_std_groups:
+            out["rlhf/dropped_groups"] = float(n_zero)
+        return out
+
     def _metrics(self, r: Rollout, kl_k1_seq: torch.Tensor, rewards: torch.Tensor, non_score: torch.Tensor,
-                 advantages: torch.Tensor, returns: torch.Tensor, values: torch.Tensor, stats: dict[str, float],
+                 advantages: torch.Tensor, returns: torch.Tensor | None, values: torch.Tensor | None,
+                 stats: dict[str, float],
                  times: dict[str, float], t0: float) -> dict[str, float]:
         """The iteration's log, one key per quantity (SB3's key where SB3 has one), global over the processes;
         also steps the KL controller with the global KL."""
@@ -629,9 +780,10 @@ class RLHFTrainer:
         score_mean, score_ci = mean_ci(g_scores.numpy())
         if ddp is not None:
             stats = dist.all_reduce_mean(stats)  # ppo_update divides by the global token count: the mean is global
-            var_y = dist.global_masked_var(returns, mask, unbiased=False)
-            stats["train/explained_variance"] = (float("nan") if float(var_y) == 0 else float(
-                1 - dist.global_masked_var(returns - values, mask, unbiased=False) / var_y))
+            if returns is not None and values is not None:
+                var_y = dist.global_masked_var(returns, mask, unbiased=False)
+                stats["train/explained_variance"] = (float("nan") if float(var_y) == 0 else float(
+                    1 - dist.global_masked_var(returns - values, mask, unbiased=False) / var_y))
         return {
             "rollout/ep_rew_mean": score_mean,  # SB3's key: the mean score (env reward) of the batch's episodes
             "rollout/ep_rew_ci95": score_ci,  # half-width of its 95% Student-t interval
@@ -649,6 +801,78 @@ class RLHFTrainer:
             **stats,
         }
 
+    # -- the Agent protocol (agents/base.py) -------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, obs: dict[str, Any], deterministic: bool = False) -> np.ndarray:
+        """The next token for an env observation: one (``input_ids``, ``attention_mask`` of shape ``(L,)``; a 0-d
+        array back) or a batch (``(n, L)``; ``(n,)`` back). The argmax, or a sample of the training
+        distribution (temperature, top-k / top-p)."""
+        ids = torch.as_tensor(np.asarray(obs["input_ids"]), device=self.device)
+        mask = torch.as_tensor(np.asarray(obs["attention_mask"]), device=self.device)
+        single = ids.ndim == 1
+        ids, mask = (ids[None], mask[None]) if single else (ids, mask)  # (n, L): prefixes left-aligned
+        last = (mask.long().sum(-1) - 1).clamp_min(0)  # (n,) each prefix's last real token
+        self.policy.eval()
+        with self._maybe_autocast():
+            logits, _, _ = self.policy(**model_inputs(ids, mask))  # (n, L, V)
+        logits = logits[torch.arange(ids.shape[0], device=ids.device), last]  # (n, V)
+        action = (logits.argmax(-1) if deterministic else sample_tokens(logits, self.sample_generator)).cpu().numpy()
+        return np.asarray(action[0]) if single else action
+
+    def learn(self, total_timesteps: int) -> RLHFTrainer:
+        """Run iterations until ``total_timesteps`` more env steps (completion tokens) have been rolled out;
+        the last iteration's metrics are in :attr:`last_metrics`."""
+        if total_timesteps < 0:
+            raise ValueError(f"total_timesteps must be >= 0, got {total_timesteps}")
+        target = self.num_timesteps + int(total_timesteps)
+        while self.num_timesteps < target:
+            self.last_metrics = self.run_iteration()
+        return self
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path/config.json`` and ``path/checkpoint/`` (the trainable weights, optimizer, KL controller, RNG
+        states, iteration), and, when the trainer got a ``model`` argument rather than ``cfg.model``,
+        ``path/reference/``: the starting model, the reference and what the checkpoint's weights apply to."""
+        from agents.atomic import atomic_write_text
+        from agents.lm.checkpoint import save_checkpoint
+
+        if self.dist.distributed:
+            raise ValueError("save()/load() are for one process; under accelerate launch use textgym train's "
+                             "checkpoints (--resume)")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if self.model_given:
+            self.reference_model().save_pretrained(path / "reference", safe_serialization=True)
+        atomic_write_text(path / "config.json", json.dumps(config_dict(self.cfg), indent=2) + "\n")
+        save_checkpoint(path, self.state_dict())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> RLHFTrainer:
+        """The trainer :meth:`save` wrote to ``path``, ready to :meth:`learn` on or :meth:`predict` with."""
+        from agents.lm.checkpoint import find_checkpoint, load_checkpoint
+
+        path = Path(path)
+        ckpt = find_checkpoint(path)
+        if ckpt is None or not (path / "config.json").exists():
+            raise ValueError(f"{path} holds no saved trainer (config.json and checkpoint/ from RLHFTrainer.save)")
+        cfg = config_from_dict(json.loads((path / "config.json").read_text()))
+        ref = path / "reference"
+        trainer = cls(cfg, model=str(ref) if ref.is_dir() else None)
+        trainer.model_given = ref.is_dir()
+        trainer.load_state_dict(load_checkpoint(ckpt))
+        return trainer
+
+    def reference_model(self) -> torch.nn.Module:
+        """A copy of the starting model (the reference): the LM with the frozen reference parts in, or, under
+        LoRA, the base without the adapter."""
+        import copy
+
+        if self.ref_parts is None:
+            return copy.deepcopy(self.policy.model).unload()  # peft: the base weights, adapter removed
+        with self.policy.swapped(self.ref_parts):
+            return copy.deepcopy(self.policy.model)
+
     # -- state ------------------------------------------------------------------------------------------
     RANK_STATE_KEYS = ("rng", "generator", "sample_generator")
     """what differs per process (saved per rank by :meth:`agents.distributed.Dist.save_state`)"""
@@ -660,7 +884,8 @@ class RLHFTrainer:
         """What every process holds alike: weights, optimizer, KL controller, score moments, iteration, config."""
         from agents.lm.checkpoint import trainable_state_dict
 
-        return {"iteration": self.iteration, "config": config_dict(self.cfg), "precision": self.precision,
+        return {"iteration": self.iteration, "num_timesteps": self.num_timesteps, "config": config_dict(self.cfg),
+                "precision": self.precision,
                 "policy": trainable_state_dict(self.policy), "optimizer": self.optimizer.state_dict(),
                 "kl_ctl": self.kl_ctl.state_dict(), "moments": self.moments.state_dict()}
 
@@ -693,6 +918,13 @@ class RLHFTrainer:
         self.generator.set_state(state["generator"])
         self.sample_generator.set_state(state["sample_generator"])
         self.iteration = int(state["iteration"])
+        self.num_timesteps = int(state.get("num_timesteps", 0))  # older checkpoints: not counted
+
+
+def config_from_dict(d: dict[str, Any]) -> RLHFConfig:
+    """The :class:`RLHFConfig` of a ``config.json`` (fields it lacks at their defaults, removed ones ignored)."""
+    d = {k: v for k, v in d.items() if k not in REMOVED_FIELDS}
+    return RLHFConfig(**{**d, "ppo": RLHFPPOConfig(**d.get("ppo", {}))})
 
 
 def write_config(path: Path, cfg: RLHFConfig) -> None:

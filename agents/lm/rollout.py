@@ -115,7 +115,7 @@ def rollout(policy: CausalLMPolicy, env: Any, *, prompts: list[Any] | None = Non
     (:attr:`Rollout.boundary`), so that the update need not run those blocks again.
     """
     policy.check_action_size(env.action_size)
-    device = policy.value_head.weight.device
+    device = policy.device
     options = {"prompts": list(prompts)} if prompts is not None else None
     obs, _ = env.reset(seed=seed, options=options)
     ids = torch.as_tensor(np.asarray(obs["input_ids"]), device=device)

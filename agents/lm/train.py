@@ -1,6 +1,7 @@
-"""``textgym train``: RLHF of a causal-LM policy with PPO on a textgym task.
+"""``textgym train``: RLHF of a causal-LM policy on a textgym task, with PPO or a critic-free algorithm.
 
     textgym train --task TextGen-Sentiment-v0 --iterations 12 --out runs/demo [--model FOLDER] [--resume]
+    textgym train --task TextGen-Sentiment-v0 --algo grpo --group-size 4   # or rloo, reinforce++ (docs/rlhf.md)
 
 Writes ``DIR/config.json``, ``DIR/metrics.csv`` (one row per iteration: ``rollout/ep_rew_mean``,
 ``rollout/ep_rew_ci95``, ``rlhf/kl_ref``, ``rlhf/*``, ``train/*``, ``time/*``), TensorBoard events in
@@ -25,6 +26,7 @@ from typing import Any
 from agents.config import add_config_arg, add_dataclass_args, dataclass_from_args
 
 PLOT_KEYS = ("rollout/ep_rew_mean", "rlhf/kl_ref", "train/entropy_loss", "train/value_loss")
+"""plotted per iteration (a critic-free algo has no value loss: its plot shows the policy-gradient loss)"""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -220,7 +222,8 @@ def _run(cfg: Any, resume: bool, model: Any, dist: Any) -> int:
         return status
     if dist.is_main:
         if (out / "metrics.csv").stat().st_size > 0 and trainer.iteration > 0:
-            keys = [*PLOT_KEYS, *(["rlhf/gold_score_mean"] if cfg.gold_scorer is not None else [])]
+            keys = [k if k != "train/value_loss" or trainer.algo.needs_critic else "train/policy_gradient_loss"
+                    for k in PLOT_KEYS] + (["rlhf/gold_score_mean"] if cfg.gold_scorer is not None else [])
             plot_metrics(out / "metrics.csv", keys, out / "plot.png", title=f"RLHF on {cfg.task}")
         after = _samples(trainer, cfg.n_samples)
         _write_samples_md(out / "samples.md", before, after, f"RLHF on {cfg.task}: samples")

@@ -127,19 +127,24 @@ def sequence_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
 # losses
 # --------------------------------------------------------------------------------------------------------
 def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
-                mask: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The clipped surrogate ``-min(r A, clip(r, 1-eps, 1+eps) A)``, as a masked *sum* (the caller divides),
-    and detached statistics: ``approx_kl`` (Schulman's ``(r - 1) - log r`` estimator, as SB3/CleanRL) and
-    ``clip_fraction``, both masked sums too."""
+                mask: torch.Tensor, clip_range: float, clip_range_high: float | None = None,
+                weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The clipped surrogate ``-min(r A, clip(r, 1-eps_low, 1+eps_high) A)``, as a masked *sum* (the caller
+    divides; ``weight`` ``(n, T)``: a per-token weighted sum instead, for other loss aggregations), and detached
+    statistics: ``approx_kl`` (Schulman's ``(r - 1) - log r`` estimator, as SB3/CleanRL) and ``clip_fraction``,
+    masked sums too. ``clip_range`` is eps_low and eps_high unless ``clip_range_high`` is given (DAPO's
+    clip-higher, Yu et al. 2025)."""
+    high = clip_range if clip_range_high is None else clip_range_high
     log_ratio = new_logprob - old_logprob
     ratio = torch.exp(log_ratio)
     neg_adv = -advantages
-    loss = masked_sum(torch.max(neg_adv * ratio, neg_adv * torch.clamp(ratio, 1 - clip_range, 1 + clip_range)), mask)
+    loss = masked_sum(torch.max(neg_adv * ratio, neg_adv * torch.clamp(ratio, 1 - clip_range, 1 + high)),
+                      mask if weight is None else weight)
     with torch.no_grad():
         ratio_m1 = ratio - 1
         stats = {
             "approx_kl": masked_sum(ratio_m1 - log_ratio, mask),
-            "clip_fraction": masked_sum((ratio_m1.abs() > clip_range).to(mask.dtype), mask),
+            "clip_fraction": masked_sum(((ratio_m1 < -clip_range) | (ratio_m1 > high)).to(mask.dtype), mask),
             "ratio": masked_sum(ratio, mask),
         }
     return loss, stats
@@ -156,6 +161,17 @@ def value_loss(new_value: torch.Tensor, old_value: torch.Tensor, returns: torch.
         clipped_err = (clipped - returns) ** 2
         err = torch.max(err, clipped_err) if clip_takes_max else clipped_err
     return masked_sum(err, mask)
+
+
+def k3_kl_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, ref_logprob: torch.Tensor) -> torch.Tensor:
+    """``(n, T)`` per-token KL(pi || pi_ref) loss: Schulman's k3 ``(q/p - 1) - log(q/p)`` (q = pi_ref, p = pi),
+    weighted by the ratio ``pi / pi_old``. The tokens were drawn from pi_old, so the weight makes its expected
+    gradient exactly that of KL(pi || pi_ref) on each token's distribution (at ratio 1 its value is plain k3).
+    Differentiating k3 without the weight, as GRPO does, gives in expectation the gradient of the *reverse*
+    KL(pi_ref || pi) (tests/agents/lm/test_lm_kl_forms.py enumerates both)."""
+    log_q_over_p = ref_logprob - new_logprob
+    k3 = torch.expm1(log_q_over_p) - log_q_over_p  # (n, T) >= 0
+    return torch.exp(new_logprob - old_logprob) * k3
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -231,6 +247,8 @@ class PPOUpdateConfig:
     target_kl_mode: str = "minibatch"
     """'minibatch': stop before the step whose minibatch KL > 1.5 * target_kl (SB3); 'epoch': stop after an
     epoch whose mean KL > target_kl (CleanRL)"""
+    clip_range_high: float | None = None
+    """upper clip epsilon of the ratio, 1 + clip_range_high (DAPO's clip-higher, e.g. 0.28; None: clip_range)"""
 
 
 def iterate_minibatches(n: int, size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
@@ -253,8 +271,9 @@ def index_batch(batch: dict[str, Any], idx: torch.Tensor | slice) -> dict[str, A
     return out
 
 
-STAT_NAMES = ("approx_kl", "clip_fraction", "ratio", "policy_gradient_loss", "value_loss", "entropy")
-"""the masked sums a micro-batch contributes to the statistics, in :class:`UpdateStats` rows"""
+STAT_NAMES = ("approx_kl", "clip_fraction", "ratio", "policy_gradient_loss", "value_loss", "entropy", "kl_loss")
+"""the masked sums a micro-batch contributes to the statistics, in :class:`UpdateStats` rows (the first three
+are token sums, the others in the loss's units)"""
 
 
 class UpdateStats:
@@ -262,32 +281,38 @@ class UpdateStats:
 
     Each step adds its micro-batches' masked sums (:data:`STAT_NAMES`) as tensors, its token count and its
     gradient norm; they are read back once, in :meth:`means` (one device-to-host copy per update). A step's
-    value is its sums over its token count (under data parallelism: this process's sums over the global count,
-    so the mean over processes is the global value)."""
+    value is its sums over its token count, or the loss terms over the loss's normaliser when it is another
+    (``loss_norm``: rows, under a per-row loss aggregation); under data parallelism this process's sums over the
+    global count, so the mean over processes is the global value. ``critic=False``: no value loss is logged."""
 
-    def __init__(self, vf_coef: float, ent_coef: float) -> None:
-        self.vf_coef, self.ent_coef = vf_coef, ent_coef
-        self.steps: list[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]] = []
+    def __init__(self, vf_coef: float, ent_coef: float, kl_loss_coef: float = 0.0, critic: bool = True) -> None:
+        self.vf_coef, self.ent_coef, self.kl_loss_coef, self.critic = vf_coef, ent_coef, kl_loss_coef, critic
+        self.steps: list[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
         self.stopping_kl: float | None = None  # the KL of a minibatch that stopped the update (SB3 logs it)
 
-    def add_step(self, rows: list[torch.Tensor], tokens: torch.Tensor, grad_norm: torch.Tensor | None) -> None:
-        self.steps.append((rows, tokens, grad_norm))
+    def add_step(self, rows: list[torch.Tensor], tokens: torch.Tensor, grad_norm: torch.Tensor | None,
+                 loss_norm: torch.Tensor | None = None) -> None:
+        self.steps.append((rows, tokens, tokens if loss_norm is None else loss_norm, grad_norm))
 
     def means(self) -> dict[str, float]:
         values: dict[str, list[float]] = {}
         if self.steps:
-            sums = iter(torch.stack([r for rows, _, _ in self.steps for r in rows]).tolist())
-            tokens = torch.stack([t for _, t, _ in self.steps]).tolist()
-            norms = [g for _, _, g in self.steps if g is not None]
+            sums = iter(torch.stack([r for rows, *_ in self.steps for r in rows]).tolist())
+            tokens = torch.stack([torch.stack([t, n]) for _, t, n, _ in self.steps]).tolist()
+            norms = [g for *_, g in self.steps if g is not None]
             norm_values = iter(torch.stack(norms).tolist() if norms else [])
-            for (rows, _, norm), tok in zip(self.steps, tokens):
+            for (rows, _, _, norm), (tok, den) in zip(self.steps, tokens):
                 st = [0.0] * len(STAT_NAMES)
                 for _ in rows:  # summed in float64, in micro-batch order
                     st = [a + b for a, b in zip(st, next(sums))]
-                kl, clip, ratio, pg, vf, ent = st
-                step = {"approx_kl": kl / tok, "clip_fraction": clip / tok, "policy_gradient_loss": pg / tok,
-                        "value_loss": vf / tok, "entropy_loss": -ent / tok, "ratio": ratio / tok,
-                        "loss": (pg + self.vf_coef * vf - self.ent_coef * ent) / tok}
+                kl, clip, ratio, pg, vf, ent, kl_loss = st
+                step = {"approx_kl": kl / tok, "clip_fraction": clip / tok, "policy_gradient_loss": pg / den,
+                        "entropy_loss": -ent / den, "ratio": ratio / tok,
+                        "loss": (pg + self.vf_coef * vf - self.ent_coef * ent + self.kl_loss_coef * kl_loss) / den}
+                if self.critic:
+                    step["value_loss"] = vf / den
+                if self.kl_loss_coef:
+                    step["kl_loss"] = kl_loss / den
                 if norm is not None:
                     step["grad_norm"] = next(norm_values)
                 for k, v in step.items():
@@ -305,13 +330,14 @@ def minibatch_kl(rows: list[torch.Tensor], tokens: torch.Tensor, dp: DataParalle
     return float(dp.all_reduce_sum(torch.tensor(kl_sum, dtype=torch.float64))) / (float(tokens) * dp.world_size)
 
 
-def check_finite(loss: torch.Tensor, dp: DataParallel, pg: torch.Tensor, vf: torch.Tensor, ent: torch.Tensor) -> None:
+def check_finite(loss: torch.Tensor, dp: DataParallel, pg: torch.Tensor, vf: torch.Tensor | float,
+                 ent: torch.Tensor) -> None:
     """Raise ``FloatingPointError`` on every process when the loss is not finite on any (one raising alone would
     leave the others waiting in the next all-reduce)."""
     here = not math.isfinite(loss.item())
     n_bad = int(dp.all_reduce_sum(torch.tensor(float(here), dtype=torch.float64)))
     if here:
-        raise FloatingPointError(f"PPO loss is {loss.item()} (policy {pg.item():.4g}, value {vf.item():.4g}, "
+        raise FloatingPointError(f"PPO loss is {loss.item()} (policy {pg.item():.4g}, value {float(vf):.4g}, "
                                  f"entropy {ent.item():.4g}); stopping")
     if n_bad:
         raise FloatingPointError(f"PPO loss is not finite on {n_bad} other process(es); stopping")
@@ -329,6 +355,18 @@ def check_update_config(cfg: PPOUpdateConfig, n: int) -> None:
         raise ValueError(f"target_kl_mode must be 'minibatch' or 'epoch', got {cfg.target_kl_mode!r}")
     if cfg.minibatch_size <= 0 or cfg.minibatch_size > n:
         raise ValueError(f"minibatch_size={cfg.minibatch_size} must be in [1, batch size {n}]")
+    if cfg.clip_range_high is not None and not cfg.clip_range_high > 0:
+        raise ValueError(f"clip_range_high must be > 0 (None: clip_range), got {cfg.clip_range_high}")
+
+
+def loss_normaliser(mb: dict[str, Any], dp: DataParallel) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(tokens, loss normaliser)`` of a minibatch over every process, each over ``world_size`` (DDP's mean over
+    processes restores it): the loss is a mean over the real tokens, or, when the batch holds a per-token
+    ``loss_weight``, a weighted sum over the rows that have tokens (per-row aggregations)."""
+    tokens = mb["mask"].sum()
+    rows = (mb["mask"].sum(-1) > 0).sum().to(tokens.dtype) if "loss_weight" in mb else tokens
+    tokens, rows = dp.all_reduce_sum(torch.stack([tokens, rows])) / dp.world_size
+    return tokens.clamp_min(1 / dp.world_size), rows.clamp_min(1 / dp.world_size)
 
 
 def ppo_update(
@@ -339,6 +377,7 @@ def ppo_update(
     generator: torch.Generator | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
     dist: DataParallel | None = None,
+    kl_loss_coef: float = 0.0,
 ) -> dict[str, float]:
     """Run PPO's epochs x minibatches on one batch and return the mean statistics (SB3's ``train/`` keys).
 
@@ -347,7 +386,10 @@ def ppo_update(
 
     ``batch`` holds ``actions``, ``logprobs``, ``values``, ``advantages``, ``returns`` and ``mask``, all
     ``(N, T)``, plus whatever the policy's ``evaluate`` reads (observations, input ids ...). ``autocast``
-    makes the context of the forward passes (bf16 autocast; None: none).
+    makes the context of the forward passes (bf16 autocast; None: none). Options of the language-model
+    algorithms (:mod:`agents.lm.algos`): without ``returns`` there is no critic (no value loss); a per-token
+    ``loss_weight`` ``(N, T)`` makes the loss ``sum(weight * loss_t)`` over the minibatch's rows instead of the
+    token mean; ``kl_loss_coef`` > 0 adds that times :func:`k3_kl_loss` against ``batch["ref_logprobs"]``.
 
     ``dist`` (:class:`DataParallel`; None: :class:`SingleProcess`): ``batch`` is this process's share of the
     global batch, ``cfg.minibatch_size`` its share of the global minibatch, and ``policy`` the DDP-prepared one
@@ -366,14 +408,16 @@ def ppo_update(
         batch["advantages"] = masked_whiten(batch["advantages"], mask, all_reduce=dp.all_reduce_sum)
     params = [p for p in policy.parameters() if p.requires_grad]
     micro = cfg.micro_batch_size or cfg.minibatch_size
-    stats, n_updates = UpdateStats(cfg.vf_coef, cfg.ent_coef), 0
+    critic = "returns" in batch
+    stats, n_updates = UpdateStats(cfg.vf_coef, cfg.ent_coef, kl_loss_coef, critic), 0
     for _epoch in range(cfg.n_epochs):
         epoch_kl, epoch_tokens = 0.0, 0.0  # token-weighted KL of the epoch (with target_kl)
         for mb_idx in iterate_minibatches(n, cfg.minibatch_size, generator):
             mb = index_batch(batch, mb_idx)
             mb_n = mb_idx.numel()
-            # the loss is a mean over the global minibatch's real tokens; DDP's mean over processes restores 1/W
-            mb_tokens = (dp.all_reduce_sum(mb["mask"].sum()) / dp.world_size).clamp_min(1 / dp.world_size)
+            # the loss is a mean over the global minibatch's real tokens (or rows); DDP's mean over processes
+            # restores 1/W
+            mb_tokens, mb_norm = loss_normaliser(mb, dp)
             if cfg.normalize_advantage == "minibatch" and mb_n > 1:  # SB3: not for a single sample
                 mb["advantages"] = masked_whiten(mb["advantages"], mb["mask"], all_reduce=dp.all_reduce_sum)
             optimizer.zero_grad(set_to_none=True)
@@ -384,17 +428,20 @@ def ppo_update(
                 last = start + micro >= mb_n
                 with _no_sync_unless(last, dp, policy), autocast():
                     new_logprob, entropy, new_value = (t.float() for t in policy.evaluate(mu))  # (n, T) each
+                w = mu.get("loss_weight", mu["mask"])  # (n, T) per-token weight of the loss
                 pg_sum, pg_stats = policy_loss(new_logprob, mu["logprobs"], mu["advantages"], mu["mask"],
-                                               cfg.clip_range)
-                vf_sum = value_loss(new_value, mu["values"], mu["returns"], mu["mask"], cfg.clip_range_vf,
-                                    cfg.vf_clip_takes_max)
-                ent_sum = masked_sum(entropy, mu["mask"])
-                loss = (pg_sum + cfg.vf_coef * vf_sum - cfg.ent_coef * ent_sum) / mb_tokens
+                                               cfg.clip_range, cfg.clip_range_high, w)
+                vf_sum = value_loss(new_value, mu["values"], mu["returns"], w, cfg.clip_range_vf,
+                                    cfg.vf_clip_takes_max) if critic else new_value.new_zeros(())
+                ent_sum = masked_sum(entropy, w)
+                kl_sum = masked_sum(k3_kl_loss(new_logprob, mu["logprobs"], mu["ref_logprobs"]), w) \
+                    if kl_loss_coef else new_value.new_zeros(())
+                loss = (pg_sum + cfg.vf_coef * vf_sum - cfg.ent_coef * ent_sum + kl_loss_coef * kl_sum) / mb_norm
                 check_finite(loss, dp, pg_sum, vf_sum, ent_sum)
                 with _no_sync_unless(last, dp, policy):
                     dp.backward(loss)
                 rows.append(torch.stack([pg_stats["approx_kl"], pg_stats["clip_fraction"], pg_stats["ratio"],
-                                         pg_sum.detach(), vf_sum.detach(), ent_sum.detach()]))
+                                         pg_sum.detach(), vf_sum.detach(), ent_sum.detach(), kl_sum.detach()]))
             if cfg.target_kl is not None:
                 kl = minibatch_kl(rows, mb_tokens, dp)
                 epoch_kl, epoch_tokens = epoch_kl + kl * float(mb_tokens), epoch_tokens + float(mb_tokens)
@@ -406,15 +453,16 @@ def ppo_update(
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             n_updates += 1
-            stats.add_step(rows, mb_tokens, grad_norm)
+            stats.add_step(rows, mb_tokens, grad_norm, mb_norm)
         if stats.stopping_kl is not None or (
                 cfg.target_kl_mode == "epoch" and epoch_tokens and epoch_kl / epoch_tokens > cfg.target_kl):
             break
     out = stats.means()
     out.update({"train/n_updates": float(n_updates), "train/clip_range": cfg.clip_range,
-                "train/early_stop": float(stats.stopping_kl is not None),
-                "train/explained_variance": explained_variance(batch["values"], batch["returns"], mask,
-                                                               dp.all_reduce_sum)})
+                "train/early_stop": float(stats.stopping_kl is not None)})
+    if critic:
+        out["train/explained_variance"] = explained_variance(batch["values"], batch["returns"], mask,
+                                                             dp.all_reduce_sum)
     if not math.isfinite(out.get("train/approx_kl", 0.0)):
         raise FloatingPointError("approx_kl is not finite; stopping")
     return out

@@ -156,10 +156,10 @@ def test_update_stats_average_each_steps_sums_over_its_tokens():
     """Two optimizer steps: a step's value is its micro-batches' sums over its token count; keys are averaged over
     steps; a minibatch that stopped the update adds its KL only (as SB3 logs it)."""
     st = UpdateStats(vf_coef=0.5, ent_coef=0.1)
-    # rows: approx_kl, clip_fraction, ratio, policy_gradient_loss, value_loss, entropy (masked sums)
-    st.add_step([torch.tensor([1.0, 2.0, 4.0, 2.0, 4.0, 8.0]), torch.tensor([1.0, 0.0, 4.0, 2.0, 4.0, 0.0])],
+    # rows: approx_kl, clip_fraction, ratio, policy_gradient_loss, value_loss, entropy, kl_loss (masked sums)
+    st.add_step([torch.tensor([1.0, 2.0, 4.0, 2.0, 4.0, 8.0, 0.0]), torch.tensor([1.0, 0.0, 4.0, 2.0, 4.0, 0.0, 0.0])],
                 torch.tensor(4.0), torch.tensor(3.0))
-    st.add_step([torch.tensor([0.0, 1.0, 2.0, -2.0, 2.0, 2.0])], torch.tensor(2.0), torch.tensor(1.0))
+    st.add_step([torch.tensor([0.0, 1.0, 2.0, -2.0, 2.0, 2.0, 0.0])], torch.tensor(2.0), torch.tensor(1.0))
     m = st.means()
     assert m["train/approx_kl"] == pytest.approx((2 / 4 + 0 / 2) / 2)
     assert m["train/clip_fraction"] == pytest.approx((2 / 4 + 1 / 2) / 2)

@@ -106,9 +106,9 @@ def test_missing_model_and_vocab_mismatch(tiny_dir, tmp_path, capsys):
 
 def test_config_json_records_the_flags(tiny_dir, tmp_path):
     out = tmp_path / "run"
-    assert cli(argv(tiny_dir, out, 1, "--kl-estimator", "k3", "--missing-eos-penalty", "1.0")) == 0
+    assert cli(argv(tiny_dir, out, 1, "--kl-loss-coef", "0.01", "--missing-eos-penalty", "1.0")) == 0
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["kl_estimator"] == "k3" and cfg["missing_eos_penalty"] == 1.0 and cfg["ppo"]["n_epochs"] == 2
+    assert cfg["kl_loss_coef"] == 0.01 and cfg["missing_eos_penalty"] == 1.0 and cfg["ppo"]["n_epochs"] == 2
 
 
 def test_train_against_a_reward_model_from_the_cli(tiny_dir, tmp_path, capsys):
