@@ -188,25 +188,24 @@ def run_status(run_dir: Path, iterations: int) -> str:
     return "resume" if (run_dir / "config.json").exists() else "new"
 
 
-def train_argv(out: Path, algo: str, seed: int, resume: bool, algo_flag: bool, extra: tuple[str, ...] = ()
-               ) -> list[str]:
+def train_argv(out: Path, algo: str, seed: int, resume: bool, extra: tuple[str, ...] = ()) -> list[str]:
     """The child's command: the shared flags from ``OUT/train_config.json``, the algorithm's ``--algo-flags``
     (``extra``), then this run's own."""
     argv = [sys.executable, "-m", "agents.cli", "train", "--config", str(out / "train_config.json"), *extra,
-            *(["--algo", algo] if algo_flag else []), "--seed", str(seed),
+            "--algo", algo, "--seed", str(seed),
             "--out", str(out / "runs" / run_name(algo, seed)), "--progress", "false"]
     return argv + (["--resume"] if resume else [])
 
 
-def _run_pair(out: Path, algo: str, seed: int, iterations: int, runner: Runner, algo_flag: bool,
-              extra: tuple[str, ...] = ()) -> str:
+def _run_pair(out: Path, algo: str, seed: int, iterations: int, runner: Runner, extra: tuple[str, ...] = ()
+              ) -> str:
     """Run (or resume, or skip) one pair; returns its status before the call; raises RuntimeError if it fails."""
     run_dir = out / "runs" / run_name(algo, seed)
     status = run_status(run_dir, iterations)
     if status == "done":
         return status
     run_dir.mkdir(parents=True, exist_ok=True)
-    argv = train_argv(out, algo, seed, status == "resume", algo_flag, extra)
+    argv = train_argv(out, algo, seed, status == "resume", extra)
     record_path = run_dir / "compare_run.json"
     record = _read_json(record_path, {"attempts": []})
     attempt = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": argv, "iterations": iterations,
@@ -274,23 +273,15 @@ def algo_config(args: argparse.Namespace, tokens: list[str]) -> Any:
     return cfg
 
 
-def _has_algo_field(cfg: Any) -> bool:
-    return "algo" in {f.name for f in dataclasses.fields(cfg)}
-
-
 def check_algos(cfgs: dict[str, Any]) -> None:
     """Each algorithm's config (``{algo: config}``) passes train's own checks (:func:`agents.lm.rlhf.validate`:
-    an unknown algorithm is refused there, with the list), before any run starts."""
+    an unknown algorithm is refused there, with the list; so are a group size it cannot use and critic flags
+    given to a critic-free algorithm), before any run starts."""
     from agents.lm.rlhf import validate
 
     for algo, cfg in cfgs.items():
-        if not _has_algo_field(cfg):
-            if algo != "ppo":
-                raise ValueError(f"unknown algorithm {algo!r} in --algos: this textgym's train runs ppo only")
-            validate(cfg)
-            continue
         try:
-            validate(dataclasses.replace(cfg, algo=algo))
+            validate(cfg)
         except ValueError as e:
             raise ValueError(f"--algos {algo}: {e}") from None
 
@@ -672,7 +663,7 @@ def run(args: argparse.Namespace, runner: Runner = run_subprocess) -> dict[str, 
     cfg = algo_config(args, [])  # the shared config
     if cfg.iterations < 1:
         raise ValueError(f"--iterations must be at least 1 for a comparison, got {cfg.iterations}")
-    cfgs = {a: algo_config(args, algo_flags.get(a, [])) for a in algos}
+    cfgs = {a: dataclasses.replace(algo_config(args, algo_flags.get(a, [])), algo=a) for a in algos}
     check_algos(cfgs)
     shared = shared_config(cfg)
     defaults = shared_config(RLHFConfig())
@@ -683,10 +674,9 @@ def run(args: argparse.Namespace, runner: Runner = run_subprocess) -> dict[str, 
     tqdm = require("tqdm", "the progress bar").tqdm
     pairs = [(a, s) for s in range(args.seeds) for a in algos]  # seeds outer: a stopped comparison stays balanced
     bar = tqdm(pairs, desc="compare", unit="run", disable=not cfg.progress, file=sys.stderr)
-    algo_flag = _has_algo_field(cfg)
     for algo, seed in bar:
         bar.set_postfix_str(run_name(algo, seed))
-        status = _run_pair(out, algo, seed, cfg.iterations, runner, algo_flag, tuple(algo_flags.get(algo, [])))
+        status = _run_pair(out, algo, seed, cfg.iterations, runner, tuple(algo_flags.get(algo, [])))
         bar.write(f"{run_name(algo, seed)}: " + {"done": "finished before, kept", "resume": "resumed",
                                                   "new": "trained"}[status], file=sys.stderr)
     bar.close()

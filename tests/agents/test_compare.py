@@ -122,20 +122,15 @@ class FakeRunner:
 
 def fake_argv(out, *extra, algos="ppo,grpo", seeds=2, iterations=2):
     return ["--task", "sql", "--algos", algos, "--seeds", str(seeds), "--iterations", str(iterations), "--num-envs",
-            "4", "--ppo.minibatch-size", "4", "--out", str(out), "--eval-n", "0", "--progress", "false", *extra]
+            "4", "--group-size", "2", "--ppo.minibatch-size", "4", "--out", str(out), "--eval-n", "0", "--progress",
+            "false", *extra]
 
 
 def ran(runner):
     return [(a[a.index("--out") + 1].rsplit("/", 1)[1], "--resume" in a) for a in runner.calls]
 
 
-@pytest.fixture
-def two_algos(monkeypatch):
-    """The runner is fake: train's own checks of each algorithm's config (tested below) are not in the way."""
-    monkeypatch.setattr(compare, "check_algos", lambda cfgs: None)
-
-
-def test_pairs_run_once_then_are_kept_and_a_killed_pair_resumes(tmp_path, two_algos):
+def test_pairs_run_once_then_are_kept_and_a_killed_pair_resumes(tmp_path):
     out = tmp_path / "cmp"
     runner = FakeRunner(fail="grpo-seed1")
     with pytest.raises(RuntimeError, match=r"grpo-seed1 failed \(exit 137\)[\s\S]*fake run of grpo-seed1"):
@@ -154,7 +149,7 @@ def test_pairs_run_once_then_are_kept_and_a_killed_pair_resumes(tmp_path, two_al
     assert [a["returncode"] for a in record["attempts"]] == [137, 0, 0]
 
 
-def test_summary_curves_and_verdicts_from_synthetic_runs(tmp_path, two_algos):
+def test_summary_curves_and_verdicts_from_synthetic_runs(tmp_path):
     out = tmp_path / "cmp"
     runner = FakeRunner(offset={"grpo": 1.0})
     summary = compare.run(parse(fake_argv(out, "--threshold", "1.2")), runner=runner)
@@ -193,19 +188,20 @@ def test_summary_curves_and_verdicts_from_synthetic_runs(tmp_path, two_algos):
     assert three["comparisons"][0]["s_per_iteration"]["verdict"] == "grpo faster than ppo"
 
 
-def test_algo_flags_reach_only_their_algorithm_and_cannot_change(tmp_path, two_algos):
+def test_algo_flags_reach_only_their_algorithm_and_cannot_change(tmp_path):
     out = tmp_path / "cmp"
+    with pytest.raises(ValueError, match="--algos grpo: --ppo.vf-coef 0.2 is a setting of PPO's critic"):
+        compare.run(parse(fake_argv(out, "--ppo.vf-coef", "0.2", seeds=1)), runner=FakeRunner())  # shared: refused
     runner = FakeRunner()
-    compare.run(parse(fake_argv(out, "--algo-flags", "grpo=--lr 1e-4 --ppo.n-epochs 3", seeds=1)), runner=runner)
+    compare.run(parse(fake_argv(out, "--algo-flags", "ppo=--ppo.vf-coef 0.2 --lr 1e-4", seeds=1)), runner=runner)
     ppo_argv, grpo_argv = runner.calls
-    assert "--lr" not in ppo_argv
-    i = grpo_argv.index("--lr")  # after the shared --config FILE, so it overrides the file
-    assert grpo_argv[i - 2] == "--config" and grpo_argv[i:i + 4] == ["--lr", "1e-4", "--ppo.n-epochs", "3"]
-    parsed = build_parser(only="train").parse_args(grpo_argv[3:])
-    assert parsed.lr == 1e-4 and parsed.config["num_envs"] == 4
-    for flags in (["--algo-flags", "grpo=--lr 1e-3"], []):  # other flags for grpo, or none: refused
-        message = "ran grpo with --algo-flags '--lr 1e-4 --ppo.n-epochs 3', not"
-        with pytest.raises(ValueError, match=message):
+    assert "--lr" not in grpo_argv and "--ppo.vf-coef" not in grpo_argv
+    i = ppo_argv.index("--ppo.vf-coef")  # after the shared --config FILE, so it overrides the file
+    assert ppo_argv[i - 2] == "--config" and ppo_argv[i:i + 4] == ["--ppo.vf-coef", "0.2", "--lr", "1e-4"]
+    parsed = build_parser(only="train").parse_args(ppo_argv[3:])
+    assert parsed.lr == 1e-4 and parsed.ppo__vf_coef == 0.2 and parsed.config["num_envs"] == 4
+    for flags in (["--algo-flags", "ppo=--lr 1e-3"], []):  # other flags for ppo, or none: refused
+        with pytest.raises(ValueError, match="ran ppo with --algo-flags '--ppo.vf-coef 0.2 --lr 1e-4', not"):
             compare.run(parse(fake_argv(out, *flags, seeds=1)), runner=runner)
     with pytest.raises(ValueError, match="not per-algorithm: --iterations 3"):
         compare.run(parse(fake_argv(tmp_path / "b", "--algo-flags", "ppo=--iterations 3")), runner=runner)
@@ -217,7 +213,8 @@ def test_algo_flags_reach_only_their_algorithm_and_cannot_change(tmp_path, two_a
 def test_bad_input_is_refused_before_anything_runs(tmp_path, capsys):
     out = tmp_path / "cmp"
     for extra, message in [(["--seeds", "0"], "--seeds must be at least 1, got 0"),
-                           (["--algos", "ppo,nope"], "nope"),
+                           (["--algos", "ppo,nope"], "--algos nope: unknown algo 'nope'; choose one of ppo, grpo"),
+                           (["--algos", "ppo,rloo", "--group-size", "1"], "--algos rloo: --algo rloo needs"),
                            (["--algos", "ppo,ppo"], "--algos names ppo twice"),
                            (["--algos", " , "], "--algos must name at least one algorithm"),
                            (["--eval-n", "-1"], "--eval-n must be >= 0"),
@@ -273,54 +270,64 @@ def in_process(argv, log_path):
         return compare.RunResult(cli(argv[3:]), None, 0.0)
 
 
-def test_compare_end_to_end_on_a_tiny_model(byte_gpt2_dir, tmp_path, monkeypatch):
-    from agents.lm.rlhf import RLHFConfig
-
-    algos = "ppo,grpo" if compare._has_algo_field(RLHFConfig()) else "ppo"  # until train has --algo
+def test_compare_end_to_end_on_a_tiny_model(byte_gpt2_dir, tmp_path):
+    """ppo and grpo x 2 seeds x 2 iterations; the first call runs one seed for one iteration, so the second
+    resumes those runs with train --resume (and starts seed 1); the third runs nothing."""
     out = tmp_path / "cmp"
-    argv = ["--task", "sql", "--model", str(byte_gpt2_dir), "--tokenizer", "byte", "--algos", algos,
-            "--num-envs", "4", "--max-new-tokens", "6", "--ppo.minibatch-size", "4", "--ppo.micro-batch-size", "4",
-            "--ppo.n-epochs", "1", "--n-samples", "1", "--tensorboard", "false", "--checkpoint-every", "1",
-            "--eval-n", "4", "--out", str(out), "--progress", "false"]
-    n_algos = len(algos.split(","))
+    argv = ["--task", "sql", "--model", str(byte_gpt2_dir), "--tokenizer", "byte", "--algos", "ppo,grpo",
+            "--num-envs", "4", "--group-size", "2", "--max-new-tokens", "6", "--ppo.minibatch-size", "4",
+            "--ppo.micro-batch-size", "4", "--ppo.n-epochs", "1", "--n-samples", "1", "--tensorboard", "false",
+            "--checkpoint-every", "1", "--eval-n", "4", "--out", str(out), "--progress", "false"]
     calls = []
 
     def runner(cmd, log_path):
-        calls.append(cmd)
+        calls.append((cmd[cmd.index("--out") + 1].rsplit("/", 1)[1], "--resume" in cmd))
         return in_process(cmd, log_path)
 
-    compare.run(parse([*argv, "--seeds", "1", "--iterations", "1"]), runner=runner)  # one seed, one iteration
-    assert len(calls) == n_algos
+    compare.run(parse([*argv, "--seeds", "1", "--iterations", "1"]), runner=runner)
+    assert calls == [("ppo-seed0", False), ("grpo-seed0", False)]
     calls.clear()
     summary = compare.run(parse([*argv, "--seeds", "2", "--iterations", "2"]), runner=runner)
-    assert sorted((c[c.index("--out") + 1].rsplit("/", 1)[1], "--resume" in c) for c in calls) == sorted(
-        x for a in algos.split(",") for x in ((f"{a}-seed0", True), (f"{a}-seed1", False)))
+    assert calls == [("ppo-seed0", True), ("grpo-seed0", True), ("ppo-seed1", False), ("grpo-seed1", False)]
     rows = read_csv(out / "curves.csv")
-    assert len(rows) == 4 * n_algos
-    assert {(r["algo"], r["seed"]) for r in rows} == {(a, s) for a in algos.split(",") for s in "01"}
-    for algo in algos.split(","):
+    assert [(r["algo"], r["seed"], r["iteration"]) for r in rows] == [
+        (a, s, i) for a in ("ppo", "grpo") for s in "01" for i in "12"]
+    for algo in ("ppo", "grpo"):
+        a = summary["algorithms"][algo]
+        assert {"final_score", "eval_accuracy", "eval_score", "s_per_iteration", "peak_rss_mib"} <= set(a)
+        assert a["s_per_iteration"]["n"] == 2 and a["s_per_iteration"]["mean"] > 0
         for seed in (0, 1):
             run_dir = out / "runs" / f"{algo}-seed{seed}"
-            assert json.loads((run_dir / "config.json").read_text()).get("algo", "ppo") == algo
+            config = json.loads((run_dir / "config.json").read_text())
+            assert (config["algo"], config["seed"], config["num_envs"], config["group_size"]) == (algo, seed, 4, 2)
             metrics = read_csv(run_dir / "metrics.csv")
             mine = [r for r in rows if r["algo"] == algo and r["seed"] == str(seed)]
             assert [float(r["score"]) for r in mine] == pytest.approx([float(m["rollout/ep_rew_mean"])
                                                                         for m in metrics])
             assert 0 < float(mine[0]["wall_s"]) < float(mine[1]["wall_s"])
             ev = json.loads((run_dir / "heldout_eval.json").read_text())["result"]
-            a = summary["algorithms"][algo]
-            assert a["eval_accuracy"]["per_seed"][seed] == ev["greedy_accuracy"]["all"]["mean"]
-            assert ev["n"] == 4
-    for a in summary["algorithms"].values():
-        assert {"final_score", "eval_accuracy", "eval_score", "s_per_iteration", "peak_rss_mib"} <= set(a)
-        assert a["s_per_iteration"]["n"] == 2 and a["s_per_iteration"]["mean"] > 0
-    for c in summary["comparisons"]:
-        assert {"final_score", "eval_accuracy", "s_per_iteration"} <= set(c)
-        assert c["final_score"]["verdict"] == "inconclusive: 2 seeds"
-    assert len(summary["comparisons"]) == n_algos - 1
+            assert ev["n"] == 4 and a["eval_accuracy"]["per_seed"][seed] == ev["greedy_accuracy"]["all"]["mean"]
+            assert a["final_score"]["per_seed"][seed] == pytest.approx(float(metrics[-1]["rollout/ep_rew_mean"]))
+    (c,) = summary["comparisons"]
+    assert (c["a"], c["b"]) == ("ppo", "grpo") and {"final_score", "eval_accuracy", "s_per_iteration"} <= set(c)
+    assert c["final_score"]["verdict"] == "inconclusive: 2 seeds"
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "summary.json").read_text()) == summary
     calls.clear()
     mtime = (out / "runs" / "ppo-seed1" / "metrics.csv").stat().st_mtime_ns
     assert compare.run(parse([*argv, "--seeds", "2", "--iterations", "2"]), runner=runner) == summary
     assert calls == [] and (out / "runs" / "ppo-seed1" / "metrics.csv").stat().st_mtime_ns == mtime
+
+
+def test_the_command_runs_train_in_a_child_process(byte_gpt2_dir, tmp_path, capsys):
+    """The real runner: ``python -m agents.cli train`` children, their logs and peak memory, the printed table."""
+    out = tmp_path / "cmp"
+    assert cli(["compare", "--task", "sql", "--model", str(byte_gpt2_dir), "--tokenizer", "byte", "--algos", "grpo",
+                "--group-size", "2", "--num-envs", "2", "--max-new-tokens", "4", "--ppo.minibatch-size", "2",
+                "--n-samples", "1", "--tensorboard", "false", "--num-threads", "1", "--seeds", "1", "--iterations",
+                "1", "--eval-n", "2", "--out", str(out), "--progress", "false"]) == 0
+    log = (out / "runs" / "grpo-seed0" / "log.txt").read_text()
+    assert "agents.cli train --config" in log and "wrote " in log  # train's last words, from the child
+    (run,) = read_csv(out / "runs.csv")
+    assert float(run["peak_rss_mib"]) > 100  # torch and a model in the child, not this process's figure
+    assert "| grpo | 1 |" in capsys.readouterr().out
