@@ -365,8 +365,7 @@ def run_curve(rows: list[dict[str, str]], iterations: int) -> dict[str, np.ndarr
 
 def band(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
     """Column-wise ``(mean, half-width)`` of a ``(seeds, points)`` array: the Student-t CI of the mean across
-    seeds (:func:`textgym.stats.mean_ci`), NaN values (a seed without that point) left out; NaN half-width with
-    fewer than 2 values."""
+    seeds (:func:`textgym.stats.mean_ci`); NaN values are left out; NaN half-width with fewer than 2 values."""
     from textgym.stats import mean_ci
 
     values = np.atleast_2d(values)
@@ -376,11 +375,12 @@ def band(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[np.ndarray
 
 def wall_grid(walls: list[np.ndarray], points: int = GRID_POINTS) -> np.ndarray:
     """The common wall-clock grid of several seeds: from the latest first point to the earliest last point, so
-    every seed covers it (no extrapolation); if the seeds' ranges do not overlap, from the earliest first to the
-    latest last point (a point is then averaged over the seeds that cover it)."""
+    that every seed covers every grid point (no extrapolation, and no mean over the seeds that happen to last
+    longest). Empty when the seeds' ranges do not overlap (one seed's first iteration ended after another seed's
+    last): there is then no mean curve on the wall-clock axis."""
     lo, hi = max(float(w[0]) for w in walls), min(float(w[-1]) for w in walls)
     if lo > hi:
-        lo, hi = min(float(w[0]) for w in walls), max(float(w[-1]) for w in walls)
+        return np.array([])
     return np.linspace(lo, hi, points) if hi > lo else np.array([lo])
 
 
@@ -512,7 +512,7 @@ def summarize(curves: dict[str, dict[int, dict[str, np.ndarray]]], records: dict
                                                                    "(ru_maxrss; the largest over its attempts)"}
         if threshold is not None:
             grid = wall_grid([x["wall_s"] for x in c])
-            mean, _ = band(np.array([on_grid(x["wall_s"], x["score"], grid) for x in c]))
+            mean = band(np.array([on_grid(x["wall_s"], x["score"], grid) for x in c]))[0] if grid.size else grid
             it_mean, _ = band(np.array([x["score"] for x in c]))
             a["threshold"] = {"mean_curve_s": first_reach(grid, mean, threshold),
                               "mean_curve_iteration": _int(first_reach(c[0]["iteration"], it_mean, threshold)),
@@ -572,7 +572,8 @@ def write_runs_csv(path: Path, summary: dict[str, Any]) -> None:
 
 def plot(curves: dict[str, dict[int, dict[str, np.ndarray]]], out_png: Path, title: str,
          threshold: float | None = None) -> Path:
-    """Mean score across seeds with 95% bands: vs iteration (left) and vs wall-clock training seconds (right)."""
+    """Mean score across seeds with 95% bands: vs iteration (left) and vs wall-clock training seconds (right: on
+    :func:`wall_grid`, with each seed's own curve drawn thin)."""
     from textgym._optional import require
 
     matplotlib = require("matplotlib", "the comparison plot")
@@ -588,11 +589,14 @@ def plot(curves: dict[str, dict[int, dict[str, np.ndarray]]], out_png: Path, tit
         line, = ax_it.plot(it, mean, marker="." if n < 20 else None, label=f"{algo} ({len(c)} seeds)")
         ax_it.fill_between(it, mean - np.nan_to_num(half), mean + np.nan_to_num(half), alpha=0.25,
                            color=line.get_color())
+        for x in c:  # each seed, thin: how far each one ran
+            ax_s.plot(x["wall_s"], x["score"], color=line.get_color(), lw=0.6, alpha=0.35)
         grid = wall_grid([x["wall_s"] for x in c])
-        mean, half = band(np.array([on_grid(x["wall_s"], x["score"], grid) for x in c]))
-        ax_s.plot(grid, mean, color=line.get_color(), marker="." if grid.size == 1 else None)
-        ax_s.fill_between(grid, mean - np.nan_to_num(half), mean + np.nan_to_num(half), alpha=0.25,
-                          color=line.get_color())
+        if grid.size:
+            mean, half = band(np.array([on_grid(x["wall_s"], x["score"], grid) for x in c]))
+            ax_s.plot(grid, mean, color=line.get_color(), marker="." if grid.size == 1 else None)
+            ax_s.fill_between(grid, mean - np.nan_to_num(half), mean + np.nan_to_num(half), alpha=0.25,
+                              color=line.get_color())
     for ax in (ax_it, ax_s):
         if threshold is not None:
             ax.axhline(threshold, color="gray", ls=":", lw=1)
