@@ -20,6 +20,8 @@ pytest.importorskip("matplotlib")
 from agents import compare  # noqa: E402
 from agents.cli import build_parser  # noqa: E402
 from agents.cli import main as cli  # noqa: E402
+from agents.config import dataclass_from_args  # noqa: E402
+from agents.lm.rlhf import RLHFConfig  # noqa: E402
 
 T_975_DF1 = 12.706204736174698  # scipy.stats.t.ppf(0.975, 1)
 T_975_DF4 = 2.7764451051977987  # scipy.stats.t.ppf(0.975, 4)
@@ -92,8 +94,8 @@ class FakeRunner:
     ``score = offset[algo] + 0.1 * iteration + 0.01 * seed``, 1 s per iteration for ppo, 0.5 s otherwise; records
     each command. ``fail`` = a run name: that run is cut after its first iteration and exits 137 (a kill)."""
 
-    def __init__(self, fail=None, offset=None):
-        self.calls, self.fail, self.offset = [], fail, offset or {}
+    def __init__(self, fail=None, offset=None, num_envs=4):
+        self.calls, self.fail, self.offset, self.num_envs = [], fail, offset or {}, num_envs
 
     def __call__(self, argv, log_path):
         self.calls.append(argv)
@@ -116,7 +118,7 @@ class FakeRunner:
             (run_dir / "final" / "config.json").write_text("{}")
             (run_dir / "final" / "model.safetensors").write_text("")
         log_path.write_text(f"fake run of {run_dir.name}; resume={'--resume' in argv}\n")
-        assert cfg.config["num_envs"] == 4  # the shared flags reach every run through --config
+        assert cfg.config["num_envs"] == self.num_envs  # the shared flags reach every run through --config
         return compare.RunResult(137 if killed else 0, 100.0 + seed, 0.1)
 
 
@@ -208,6 +210,19 @@ def test_algo_flags_reach_only_their_algorithm_and_cannot_change(tmp_path):
     with pytest.raises(ValueError, match="'rloo' is not in --algos"):
         compare.run(parse(fake_argv(tmp_path / "b", "--algo-flags", "rloo=--lr 1")), runner=runner)
     assert len(runner.calls) == 2
+
+
+def test_a_config_file_and_flags_reach_every_run(tmp_path):
+    (tmp_path / "shared.json").write_text(json.dumps({"num_envs": 8, "kl_coef": 0.1, "ppo": {"n_epochs": 3}}))
+    argv = fake_argv(tmp_path / "cmp", "--config", str(tmp_path / "shared.json"), "--kl-coef", "0.2", seeds=1)
+    argv[argv.index("--num-envs"):argv.index("--num-envs") + 2] = []  # from the file
+    runner = FakeRunner(num_envs=8)
+    compare.run(parse(argv), runner=runner)
+    given = json.loads((tmp_path / "cmp" / "train_config.json").read_text())
+    assert (given["num_envs"], given["kl_coef"], given["ppo"]) == (8, 0.2, {"n_epochs": 3, "minibatch_size": 4})
+    for cmd in runner.calls:  # what the child parses: the file's values, the flag over the file
+        cfg = dataclass_from_args(RLHFConfig, build_parser(only="train").parse_args(cmd[3:]))
+        assert (cfg.num_envs, cfg.kl_coef, cfg.ppo.n_epochs, cfg.group_size) == (8, 0.2, 3, 2)
 
 
 def test_bad_input_is_refused_before_anything_runs(tmp_path, capsys):
