@@ -1,12 +1,15 @@
-"""RLHF with PPO: a causal-LM policy fine-tuned through a batched TextGen env.
+"""RLHF: a causal-LM policy fine-tuned through a batched TextGen env, with PPO or a critic-free algorithm.
 
 One iteration (Ziegler et al. 2019; "The N Implementation Details of RLHF with PPO", Huang et al. 2024):
 
 1. roll out ``num_envs`` completions through the env, token by token with the KV cache (:mod:`.rollout`);
+   with ``group_size`` K, each of ``num_envs / K`` prompts K times;
 2. log-probs of the same tokens under the frozen reference model;
-3. per-token rewards: ``-kl_coef * KL_t`` at every token, plus the (processed) score at the last real token;
-4. advantages by GAE over each completion (:func:`agents.ppo.core.sequence_gae`);
-5. PPO epochs x minibatches (:func:`agents.ppo.core.ppo_update`, gradient accumulation over micro-batches);
+3. per-token rewards: ``-kl_coef * KL_t`` (k1) at every token, plus the (processed) score at the last real token;
+4. advantages by the algorithm (:mod:`agents.lm.algos`: GAE against a value head for PPO, group baselines for
+   GRPO and RLOO, whitened returns for REINFORCE++);
+5. epochs x minibatches of the clipped policy loss (:func:`agents.ppo.core.ppo_update`, gradient accumulation
+   over micro-batches; PPO adds its value loss, ``kl_loss_coef`` a k3 KL loss);
 6. the KL controller adapts ``kl_coef`` (adaptive) or keeps it (fixed).
 
 Data parallel (``accelerate launch``, :class:`agents.distributed.Dist`): ``num_envs`` and
@@ -14,7 +17,9 @@ Data parallel (``accelerate launch``, :class:`agents.distributed.Dist`): ``num_e
 ``rank * n_local ... (rank + 1) * n_local - 1``. Env ``g``'s prompt seed and token-sampling generator are derived
 from the run's seed, the iteration and ``g`` alone, so N processes roll out exactly the episodes one process
 would, and the run does not depend on the number of processes (up to float summation order). Whitening, score
-normalisation, the KL of the KL controller, the loss's token count and the logged metrics are global.
+normalisation, the KL of the KL controller, the loss's token count and the logged metrics are global. A group
+of ``group_size`` envs never spans two processes (K must divide each process's envs), so group baselines are
+computed locally and equal the one-process ones.
 """
 
 from __future__ import annotations
@@ -710,8 +715,11 @@ class RLHFTrainer:
         ppo_cfg = dataclasses.replace(cfg.ppo, minibatch_size=self.local_minibatch_size)  # this process's share
         if not self.algo.needs_critic:
             ppo_cfg.normalize_advantage = "none"  # the estimator normalised them (validate refuses another choice)
-        stats = ppo_update(self.train_policy, self.optimizer, batch, ppo_cfg, generator=self.generator,
-                           autocast=self.autocast(), dist=ddp, kl_loss_coef=cfg.kl_loss_coef)
+        if float(dist.all_reduce_sum(batch["mask"].sum())) > 0:
+            stats = ppo_update(self.train_policy, self.optimizer, batch, ppo_cfg, generator=self.generator,
+                               autocast=self.autocast(), dist=ddp, kl_loss_coef=cfg.kl_loss_coef)
+        else:  # dynamic sampling dropped every group: no step (Adam's momentum alone would still move the weights)
+            stats = {"train/n_updates": 0.0}
         times = {"time/rollout_s": t1 - t0, "time/forward_s": t2 - t1, "time/update_s": time.perf_counter() - t2}
         for p in self.policy.parameters():  # DDP keeps the weights equal: every process stops together
             if p.requires_grad and not torch.isfinite(p).all():

@@ -381,7 +381,7 @@ def ppo_update(
 ) -> dict[str, float]:
     """Run PPO's epochs x minibatches on one batch and return the mean statistics (SB3's ``train/`` keys).
 
-    About 60 lines of body under this docstring (84 with it): one loop, minibatch -> loss -> backward -> step,
+    About 68 lines of body under this docstring (97 with it): one loop, minibatch -> loss -> backward -> step,
     kept whole so that it reads top to bottom as CleanRL's does; splitting it would hide the algorithm.
 
     ``batch`` holds ``actions``, ``logprobs``, ``values``, ``advantages``, ``returns`` and ``mask``, all

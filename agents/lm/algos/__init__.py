@@ -9,13 +9,15 @@ and an :class:`Algorithm` supplies the advantage estimator and says whether it n
 The policy loss is the same clipped surrogate for all of them (GRPO, RLOO and REINFORCE++ as TRL, verl and
 OpenRLHF run them: PPO's ratio clipping over the epochs of one batch); they differ in the baseline.
 
-The registry holds ``"module:attr"`` strings, imported on use (the house registry style).
+The registry holds ``"module:attr"`` strings, imported on use (``textgym._optional.load_entry``, the house
+registry style).
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Protocol
+
+from textgym._optional import load_entry
 
 if TYPE_CHECKING:
     import torch
@@ -51,8 +53,7 @@ def make_algorithm(name: str) -> Algorithm:
     """The :class:`Algorithm` registered as ``name``; ``ValueError`` listing the valid names otherwise."""
     if name not in ALGORITHMS:
         raise ValueError(f"unknown algo {name!r}; choose one of {', '.join(ALGORITHMS)}")
-    module, attr = ALGORITHMS[name].split(":")
-    return getattr(importlib.import_module(module), attr)()
+    return load_entry(ALGORITHMS[name])()
 
 
 def sequence_rewards(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

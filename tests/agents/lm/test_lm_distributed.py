@@ -128,6 +128,34 @@ def test_two_processes_match_one_process_and_resume(tmp_path, capsys):
     assert load_checkpoint(find_checkpoint(two))["iteration"] == 2
 
 
+@pytest.mark.timeout(200)
+def test_two_processes_match_one_process_with_grpo(tmp_path):
+    """A critic-free algo under data parallelism: GRPO with groups of 2 (each process's 4 envs hold 2 whole groups:
+    group statistics never cross processes), a per-row loss aggregation (its row count is all-reduced) and the
+    k3 KL loss. The 2-process run must equal the 1-process one, and neither saves a value head."""
+    from agents.cli import main as cli
+    from agents.lm.checkpoint import find_checkpoint, load_checkpoint
+
+    model = tmp_path / "tiny"
+    make_tiny_gpt2(vocab_size=5).save_pretrained(model)
+    two, one = tmp_path / "two", tmp_path / "one"
+    extra = ("--algo", "grpo", "--group-size", "2", "--loss-agg", "seq-mean-token-mean", "--kl-loss-coef", "0.1")
+    proc = launch(argv(model, two, 2, *extra))
+    assert proc.returncode == 0, f"2-process grpo run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert cli(argv(model, one, 2, *extra)) == 0
+    r1, r2 = rows(one / "metrics.csv"), rows(two / "metrics.csv")
+    assert [r["step"] for r in r2] == ["1", "2"]
+    for a, b in zip(r1, r2):
+        for k in ("rollout/ep_rew_mean", "rlhf/kl_ref", "train/loss", "train/kl_loss", "train/approx_kl",
+                  "rlhf/frac_reward_zero_std"):
+            assert float(b[k]) == pytest.approx(float(a[k]), rel=1e-4, abs=1e-6), (k, a[k], b[k])
+    w1, w2 = weights(one / "final"), weights(two / "final")
+    assert any(not torch.equal(w1[k], v) for k, v in weights(model).items())
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
+    assert not any("value_head" in k for k in load_checkpoint(find_checkpoint(two))["policy"])
+
+
 def _worker(args: list[str]) -> int:
     torch.set_num_threads(1)
     nan_rank, nan_at = os.environ.get("TEXTGYM_TEST_NAN_RANK"), os.environ.get("TEXTGYM_TEST_NAN_AT")
