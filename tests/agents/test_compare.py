@@ -92,10 +92,12 @@ def parse(argv):
 class FakeRunner:
     """Writes what a finished train run leaves (config.json, metrics.csv, final/) with synthetic scores:
     ``score = offset[algo] + 0.1 * iteration + 0.01 * seed``, 1 s per iteration for ppo, 0.5 s otherwise; records
-    each command. ``fail`` = a run name: that run is cut after its first iteration and exits 137 (a kill)."""
+    each command. ``fail`` = a run name: that run is cut after its first iteration and exits 137 (a kill);
+    ``interrupt`` = a run name: that run writes all its files, then compare gets Ctrl-C before it returns."""
 
-    def __init__(self, fail=None, offset=None, num_envs=4):
+    def __init__(self, fail=None, offset=None, num_envs=4, interrupt=None):
         self.calls, self.fail, self.offset, self.num_envs = [], fail, offset or {}, num_envs
+        self.interrupt = interrupt
 
     def __call__(self, argv, log_path):
         self.calls.append(argv)
@@ -119,6 +121,8 @@ class FakeRunner:
             (run_dir / "final" / "model.safetensors").write_text("")
         log_path.write_text(f"fake run of {run_dir.name}; resume={'--resume' in argv}\n")
         assert cfg.config["num_envs"] == self.num_envs  # the shared flags reach every run through --config
+        if run_dir.name == self.interrupt:
+            raise KeyboardInterrupt
         return compare.RunResult(137 if killed else 0, 100.0 + seed, 0.1)
 
 
@@ -134,21 +138,27 @@ def ran(runner):
 
 def test_pairs_run_once_then_are_kept_and_a_killed_pair_resumes(tmp_path):
     out = tmp_path / "cmp"
-    runner = FakeRunner(fail="grpo-seed1")
-    with pytest.raises(RuntimeError, match=r"grpo-seed1 failed \(exit 137\)[\s\S]*fake run of grpo-seed1"):
+    runner = FakeRunner(fail="ppo-seed1")
+    with pytest.raises(RuntimeError, match=r"ppo-seed1 failed \(exit 137\)[\s\S]*fake run of ppo-seed1"):
         compare.run(parse(fake_argv(out)), runner=runner)
-    assert ran(runner) == [("ppo-seed0", False), ("grpo-seed0", False), ("ppo-seed1", False), ("grpo-seed1", False)]
+    assert ran(runner) == [("ppo-seed0", False), ("grpo-seed0", False), ("ppo-seed1", False)]  # stops there
     runner = FakeRunner()
     summary = compare.run(parse(fake_argv(out)), runner=runner)
-    assert ran(runner) == [("grpo-seed1", True)]  # only the killed pair, continued with --resume
+    assert ran(runner) == [("ppo-seed1", True), ("grpo-seed1", False)]  # the killed pair continues with --resume
     runner = FakeRunner()
     again = compare.run(parse(fake_argv(out)), runner=runner)
     assert runner.calls == [] and again == summary  # nothing runs the second time, the same summary
+    runner = FakeRunner(interrupt="grpo-seed0")  # Ctrl-C: compare never saw the run end, whatever its files say
+    with pytest.raises(KeyboardInterrupt):
+        compare.run(parse(fake_argv(out, iterations=3)), runner=runner)  # more iterations: every run continues
+    assert ran(runner) == [("ppo-seed0", True), ("grpo-seed0", True)]
     runner = FakeRunner()
-    compare.run(parse(fake_argv(out, iterations=3)), runner=runner)  # more iterations: every run continues
-    assert ran(runner) == [("ppo-seed0", True), ("grpo-seed0", True), ("ppo-seed1", True), ("grpo-seed1", True)]
-    record = json.loads((out / "runs" / "grpo-seed1" / "compare_run.json").read_text())
+    compare.run(parse(fake_argv(out, iterations=3)), runner=runner)
+    assert ran(runner) == [("grpo-seed0", True), ("ppo-seed1", True), ("grpo-seed1", True)]
+    record = json.loads((out / "runs" / "ppo-seed1" / "compare_run.json").read_text())
     assert [a["returncode"] for a in record["attempts"]] == [137, 0, 0]
+    record = json.loads((out / "runs" / "grpo-seed0" / "compare_run.json").read_text())
+    assert [a["returncode"] for a in record["attempts"]] == [0, None, 0]
 
 
 def test_summary_curves_and_verdicts_from_synthetic_runs(tmp_path):
