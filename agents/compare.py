@@ -341,7 +341,8 @@ def prepare_out(out: Path, shared: dict[str, Any], given: dict[str, Any], algos:
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "train_config.json", given)  # what the children read with --config
     _write_json(out / "compare.json", {"format": 1, "algos": algos, "seeds": seeds, "config": shared,
-                                       "train_flags": given, "algo_flags": algo_flags})
+                                       "train_flags": given, "algo_flags": algo_flags,
+            "command": "textgym compare " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["compare"] else None})
 
 
 # -- curves and statistics (pure functions; tests check them by hand) ------------------------------------------
@@ -709,7 +710,8 @@ def run(args: argparse.Namespace, runner: Runner = run_subprocess) -> dict[str, 
             "eval": ({"n": args.eval_n, "seed": args.eval_seed, "greedy": True, "scorer": "the task's",
                       "success_part": "correct", "via": "agents.eval.evaluate_model on each run's final/"}
                      if args.eval_n > 0 else None),
-            "train_flags": given, "algo_flags": algo_flags}
+            "train_flags": given, "algo_flags": algo_flags,
+            "command": "textgym compare " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["compare"] else None}
     summary = _finite(summarize(curves, records, evals, args.threshold, meta))
     write_curves_csv(out / "curves.csv", curves)
     write_runs_csv(out / "runs.csv", summary)
