@@ -63,6 +63,8 @@ PER_RUN_FORBIDDEN = ("task", "iterations", "progress")
 """train fields that --algo-flags may not set: every run of a comparison has them alike"""
 FREE_FIELDS = ("progress",)
 """train fields that may differ between two calls on the same --out (they change nothing a run computes)"""
+SCORE_KEY = "rollout/ep_rew_mean"
+"""the score of curves.csv and the plot: the mean score of an iteration's rollout batch"""
 GRID_POINTS = 100
 """points of the common wall-clock grid"""
 SIGINT_GRACE_S = 10.0
@@ -83,7 +85,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-seed", type=int, default=2024, help="seed of the held-out prompts (default: 2024, "
                                                                     "textgym eval's)")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="a score: report which algorithm's mean curve reached it first, in wall-clock seconds")
+                        help="report which algorithm's mean curve of --threshold-metric reached this value first, in "
+                             "wall-clock seconds")
+    parser.add_argument("--threshold-metric", default=SCORE_KEY,
+                        help=f"the metrics.csv column --threshold applies to (default: {SCORE_KEY}; e.g. "
+                             "rollout/score_parts/correct, the rollout batch's accuracy on the SQL task)")
     parser.add_argument("--algo-flags", action="append", default=[], metavar="ALGO=FLAGS",
                         help="train flags for one algorithm only, after the shared ones, e.g. "
                              "--algo-flags 'ppo=--gae-lambda 0.9 --ppo.vf-coef 0.2' (repeatable)")
@@ -347,10 +353,14 @@ def prepare_out(out: Path, shared: dict[str, Any], given: dict[str, Any], algos:
 
 # -- curves and statistics (pure functions; tests check them by hand) ------------------------------------------
 
-def run_curve(rows: list[dict[str, str]], iterations: int) -> dict[str, np.ndarray]:
+def run_curve(rows: list[dict[str, str]], iterations: int, metric: str = SCORE_KEY) -> dict[str, np.ndarray]:
     """``iteration, wall_s, score, kl`` (and ``gold_score``) arrays of one run's metrics rows up to
-    ``iterations``; ``wall_s`` is the cumulative sum of the ``time/*_s`` columns."""
+    ``iterations``, and ``metric`` (the threshold's column: the score by default) as ``"threshold_metric"``;
+    ``wall_s`` is the cumulative sum of the ``time/*_s`` columns."""
     rows = [r for r in rows if int(float(r["step"])) <= iterations]
+    if rows and metric not in rows[0]:
+        raise ValueError(f"--threshold-metric {metric!r} is not a column of the runs' metrics.csv; it has "
+                         f"{', '.join(sorted(rows[0]))}")
     time_cols = [c for c in (rows[0] if rows else {}) if c.startswith("time/") and c.endswith("_s")]
 
     def col(name: str) -> np.ndarray:
@@ -358,9 +368,10 @@ def run_curve(rows: list[dict[str, str]], iterations: int) -> dict[str, np.ndarr
 
     curve = {"iteration": col("step").astype(int), "wall_s": np.cumsum(sum((col(c) for c in time_cols),
                                                                             np.zeros(len(rows)))),
-             "score": col("rollout/ep_rew_mean"), "kl": col("rlhf/kl_ref")}
+             "score": col(SCORE_KEY), "kl": col("rlhf/kl_ref")}
     if rows and "rlhf/gold_score_mean" in rows[0]:
         curve["gold_score"] = col("rlhf/gold_score_mean")
+    curve["threshold_metric"] = col(metric)
     return curve
 
 
@@ -480,14 +491,14 @@ def _eval_prompt_kwargs(cfg: dict[str, Any]) -> dict[str, Any] | None:
 
 def summarize(curves: dict[str, dict[int, dict[str, np.ndarray]]], records: dict[str, dict[int, dict[str, Any]]],
               evals: dict[str, dict[int, dict[str, Any] | None]], threshold: float | None,
-              meta: dict[str, Any]) -> dict[str, Any]:
+              meta: dict[str, Any], threshold_metric: str = SCORE_KEY) -> dict[str, Any]:
     """``summary.json``: per algorithm, the final score (last iteration's ``rollout/ep_rew_mean``), final KL,
     held-out eval score and accuracy, seconds per iteration (training seconds / iterations), the child process's
     whole seconds (start, loading, checkpoints and samples included; summed over attempts), peak RSS, each as mean
     and 95% CI across seeds with the per-seed values; for each pair of algorithms the differences of final
     score, held-out accuracy (or eval score, when the scorer gives no ``correct`` part) and seconds per
     iteration (:func:`difference`); with ``threshold``, the wall-clock second at which each algorithm's mean
-    curve (on :func:`wall_grid`) first reached it, and which was first."""
+    curve of ``threshold_metric`` (on :func:`wall_grid`) first reached it, and which was first."""
     algos = list(curves)
     out: dict[str, Any] = {**meta, "min_seeds_for_verdict": MIN_SEEDS, "confidence": CONFIDENCE,
                            "wall_clock": "training seconds: the cumulative sum of each run's time/*_s columns "
@@ -511,20 +522,22 @@ def summarize(curves: dict[str, dict[int, dict[str, np.ndarray]]], records: dict
         a["peak_rss_mib"] = {"max": max(rss) if rss else None, "mean": float(np.mean(rss)) if rss else None,
                              "per_seed": v["peak_rss_mib"], "what": "peak resident memory of the train process "
                                                                    "(ru_maxrss; the largest over its attempts)"}
-        if threshold is not None:
+        if threshold is not None:  # run_curve put the threshold's column in "threshold_metric"
             grid = wall_grid([x["wall_s"] for x in c])
-            mean = band(np.array([on_grid(x["wall_s"], x["score"], grid) for x in c]))[0] if grid.size else grid
-            it_mean, _ = band(np.array([x["score"] for x in c]))
+            ys = [x["threshold_metric"] for x in c]
+            mean = band(np.array([on_grid(x["wall_s"], y, grid) for x, y in zip(c, ys)]))[0] if grid.size else grid
+            it_mean, _ = band(np.array(ys))
             a["threshold"] = {"mean_curve_s": first_reach(grid, mean, threshold),
                               "mean_curve_iteration": _int(first_reach(c[0]["iteration"], it_mean, threshold)),
-                              "per_seed_s": [first_reach(x["wall_s"], x["score"], threshold) for x in c]}
+                              "per_seed_s": [first_reach(x["wall_s"], y, threshold) for x, y in zip(c, ys)]}
         out["algorithms"][algo] = a
     if threshold is not None:
         reached = {a: out["algorithms"][a]["threshold"]["mean_curve_s"] for a in algos}
         hits = {a: t for a, t in reached.items() if t is not None}
-        out["threshold"] = {"score": threshold, "first": min(hits, key=hits.get) if hits else None,
-                            "how": "the first wall-clock second at which the algorithm's mean score across seeds "
-                                   "(on the common grid of compare.png) is >= the threshold"}
+        out["threshold"] = {"value": threshold, "metric": threshold_metric,
+                            "first": min(hits, key=hits.get) if hits else None,
+                            "how": "the first wall-clock second at which the algorithm's mean of the metric across "
+                                   "seeds (on the common wall-clock grid of compare.png) is >= the value"}
     has_acc = all(any(x is not None for x in per_algo[a]["eval_accuracy"]) for a in algos)
     for i, a in enumerate(algos):
         for b in algos[i + 1:]:
@@ -645,7 +658,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             rows.append(f"{c['a']} - {c['b']} {metric}: {diff}{ci}: {d['verdict']}")
     if "threshold" in summary:
         t = summary["threshold"]
-        rows.append(f"first to reach score {t['score']:g} (mean curve, wall-clock): {t['first'] or 'none'}")
+        rows.append(f"first to reach {t['metric']} >= {t['value']:g} (mean curve, wall-clock): {t['first'] or 'none'}")
     rows.append(f"(a verdict needs >= {summary['min_seeds_for_verdict']} seeds per algorithm and a 95% CI that "
                 "excludes 0)")
     return "\n".join(rows)
@@ -693,7 +706,7 @@ def run(args: argparse.Namespace, runner: Runner = run_subprocess) -> dict[str, 
     for algo, seed in pairs:
         run_dir = out / "runs" / run_name(algo, seed)
         run_cfg = {**config_dict(cfgs[algo]), **_read_json(run_dir / "config.json", {})}  # what the run used
-        curves[algo][seed] = run_curve(read_rows(run_dir / "metrics.csv"), cfg.iterations)
+        curves[algo][seed] = run_curve(read_rows(run_dir / "metrics.csv"), cfg.iterations, args.threshold_metric)
         attempts = _read_json(run_dir / "compare_run.json", {"attempts": []})["attempts"]
         rss = [a["peak_rss_mib"] for a in attempts if a.get("peak_rss_mib") is not None]
         secs = [a["process_s"] for a in attempts if a.get("process_s") is not None]
@@ -712,10 +725,11 @@ def run(args: argparse.Namespace, runner: Runner = run_subprocess) -> dict[str, 
                      if args.eval_n > 0 else None),
             "train_flags": given, "algo_flags": algo_flags,
             "command": "textgym compare " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["compare"] else None}
-    summary = _finite(summarize(curves, records, evals, args.threshold, meta))
+    summary = _finite(summarize(curves, records, evals, args.threshold, meta, args.threshold_metric))
     write_curves_csv(out / "curves.csv", curves)
     write_runs_csv(out / "runs.csv", summary)
-    plot(curves, out / "compare.png", f"{cfg.task}, {cfg.iterations} iterations", args.threshold)
+    plot(curves, out / "compare.png", f"{cfg.task}, {cfg.iterations} iterations",
+         args.threshold if args.threshold_metric == SCORE_KEY else None)  # the line only on the score's axis
     _write_json(out / "summary.json", summary)
     return summary
 

@@ -111,10 +111,11 @@ class FakeRunner:
         (run_dir / "config.json").write_text(json.dumps({**given, "seed": seed}))
         with (run_dir / "metrics.csv").open("w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["step", "rollout/ep_rew_mean", "rlhf/kl_ref", "time/rollout_s", "time/fps"])
+            w.writerow(["step", "rollout/ep_rew_mean", "rlhf/kl_ref", "time/rollout_s", "time/fps",
+                        "rollout/score_parts/correct"])
             for i in range(1, n + 1):
                 w.writerow([i, self.offset.get(algo, 0.0) + 0.1 * i + 0.01 * seed, 0.01 * i,
-                            1.0 if algo == "ppo" else 0.5, 9])
+                            1.0 if algo == "ppo" else 0.5, 9, 0.25 * i])
         if not killed:
             (run_dir / "final").mkdir(exist_ok=True)
             (run_dir / "final" / "config.json").write_text("{}")
@@ -193,7 +194,17 @@ def test_summary_curves_and_verdicts_from_synthetic_runs(tmp_path):
         (a, s, rss, "0.1") for a in ("ppo", "grpo") for s, rss in (("0", "100"), ("1", "101"))]
     table = compare.format_summary(summary)
     assert "| grpo | 2 | 1.205" in table and "ppo - grpo final_score: -1.000" in table
-    assert "first to reach score 1.2 (mean curve, wall-clock): grpo" in table
+    assert "first to reach rollout/ep_rew_mean >= 1.2 (mean curve, wall-clock): grpo" in table
+    # another column: every algorithm's "correct" is 0.25 per iteration, reached 0.5 at iteration 2: ppo at 2 s,
+    # grpo at 1 s (the same call on the same --out: nothing runs again)
+    argv = fake_argv(out, "--threshold", "0.5", "--threshold-metric", "rollout/score_parts/correct")
+    again = compare.run(parse(argv), runner=runner)
+    assert [again["algorithms"][a]["threshold"]["mean_curve_s"] for a in ("ppo", "grpo")] == [2.0, 1.0]
+    assert again["algorithms"]["ppo"]["threshold"]["mean_curve_iteration"] == 2
+    assert again["threshold"]["first"] == "grpo" and again["threshold"]["metric"] == "rollout/score_parts/correct"
+    with pytest.raises(ValueError, match="--threshold-metric 'nope' is not a column"):
+        compare.run(parse(fake_argv(out, "--threshold", "0.5", "--threshold-metric", "nope")), runner=runner)
+    assert len(runner.calls) == 4
     # three seeds, and the CI of the difference excludes 0: a verdict
     three = compare.run(parse(fake_argv(tmp_path / "three", seeds=3)), runner=FakeRunner(offset={"grpo": 1.0}))
     assert three["comparisons"][0]["final_score"]["verdict"] == "grpo better than ppo"
