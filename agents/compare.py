@@ -331,8 +331,9 @@ def prepare_out(out: Path, shared: dict[str, Any], given: dict[str, Any], algos:
         changes = config_changes(saved["config"], shared)
         if changes:
             raise ValueError(f"{out} holds a comparison with other shared flags ({'; '.join(changes)}). Pass the same "
-                             "train flags as that comparison (only --algos, --seeds, --eval-n, --eval-seed, "
-                             "--threshold, --progress may change, and --iterations may grow), or choose another --out")
+                             "train flags as that comparison (--algos, --seeds, --eval-n, --eval-seed, --threshold, "
+                             "--threshold-metric and --progress may change, --iterations may grow, and a new "
+                             "algorithm may get --algo-flags), or choose another --out")
         if shared["iterations"] < saved["config"]["iterations"]:
             raise ValueError(f"{out} holds a comparison of {saved['config']['iterations']} iterations; --iterations "
                              f"{shared['iterations']} cannot shorten its runs: pass >= "
