@@ -460,7 +460,8 @@ def heldout_eval(run_dir: Path, cfg: dict[str, Any], n: int, seed: int, prompts:
     final = run_dir / "final"
     weights = sorted(final.glob("*.safetensors*"))
     key = {"n": n, "seed": seed, "task": cfg["task"], "max_new_tokens": cfg["max_new_tokens"],
-           "tokenizer": cfg["tokenizer"], "weights_mtime_ns": [w.stat().st_mtime_ns for w in weights]}
+           "tokenizer": cfg["tokenizer"], "prompt_kwargs": _eval_prompt_kwargs(cfg),
+           "weights_mtime_ns": [w.stat().st_mtime_ns for w in weights]}
     cache = _read_json(run_dir / "heldout_eval.json")
     if cache is not None and cache.get("key") == key:
         return cache["result"]
