@@ -11,6 +11,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("agents.demo", "roll out a few episodes of an env with a random or given agent and print them"),
     "train": ("agents.lm.train", "RLHF: train a causal-LM policy with PPO on a textgym task"),
+    "compare": ("agents.compare", "train several algorithms x seeds with the same flags; curves, plot, CIs, verdicts"),
     "eval": ("agents.eval", "held-out greedy accuracy, pass@k and fluency of LMs on a task, side by side"),
     "validate-sb3": ("agents.validate", "train our PPO and SB3's PPO on the same env and seeds, and compare"),
     "samples": ("textgym.human.cli_samples", "import or export samples of a rating store (JSONL)"),
