@@ -38,7 +38,8 @@ SIDES = {  # name: (trunk_reuse, precision)
 
 def make_trainer(args: argparse.Namespace, reuse: bool, precision: str) -> RLHFTrainer:
     cfg = RLHFConfig(task="TextGen-Sentiment-v0", num_envs=args.num_envs, max_new_tokens=args.new_tokens,
-                     stop_strings=list(args.stop_strings) or None, trainable_layers=args.trainable_layers, lr=args.lr, device=args.device, precision=precision,
+                     stop_strings=list(args.stop_strings) or None, trainable_layers=args.trainable_layers,
+                     lr=args.lr, device=args.device, precision=precision,
                      trunk_reuse=reuse, progress=False, tensorboard=False,
                      ppo=RLHFPPOConfig(n_epochs=args.epochs, minibatch_size=args.minibatch,
                                        micro_batch_size=args.minibatch))
