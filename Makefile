@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup browser demo demo-sql demo-direct test test-slow lint bench clean
+.PHONY: setup browser demo demo-sql test test-slow lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -44,14 +44,6 @@ demo-sql: setup
 		--scorer '{"name": "sql", "valid_weight": 0.1}'
 	$(PY) -m agents.cli eval --task TextGen-SQL-v0 --n 256 --model default --model runs/demo-sql \
 		--out runs/demo-sql/eval
-
-# The same settings on the direct-answer task (TextGen-DataAnalysis-v0: the number itself): strict (the answer
-# alone) and lenient (the right value anywhere) accuracy on 256 held-out prompts, before and after.
-demo-direct: setup
-	rm -rf runs/demo-direct
-	$(PY) -m agents.cli train --task TextGen-DataAnalysis-v0 --out runs/demo-direct $(ANALYSIS_ARGS)
-	$(PY) -m agents.cli eval --task TextGen-DataAnalysis-v0 --n 256 --model default --model runs/demo-direct \
-		--out runs/demo-direct/eval
 
 # The tests CI runs: everything but the long learning runs (those are marked slow; small versions run here).
 test: setup browser
