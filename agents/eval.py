@@ -135,7 +135,8 @@ class _Generator:
     """A model, its policy and a batched env of the task; generates completions of given prompts in batches."""
 
     def __init__(self, model: str | None, task: str, batch_size: int, max_new_tokens: int | None,
-                 temperature: float, tokenizer: str | None, device: Any) -> None:
+                 temperature: float, tokenizer: str | None, device: Any,
+                 prompt_kwargs: dict[str, Any] | None = None) -> None:
         from agents.lm.policy import CausalLMPolicy
         from textgym.envs.vector import BatchedTextGenEnv
         from textgym.registration import TASKS, resolve_task
@@ -149,6 +150,8 @@ class _Generator:
             kwargs["tokenizer"] = model  # the model's own tokenizer files
         if max_new_tokens is not None:
             kwargs["max_new_tokens"] = max_new_tokens
+        if prompt_kwargs:  # the env's prompt bound must be that of the held-out prompts' source
+            kwargs["prompt_kwargs"] = prompt_kwargs
         kwargs["tokenizer"] = make_tokenizer(kwargs["tokenizer"])
         self.policy.vocab_size = int(kwargs["tokenizer"].vocab_size)
         self.batch_size = batch_size
@@ -209,8 +212,11 @@ def evaluate_model(spec: str | None, args: argparse.Namespace, prompts: list[Any
     if args.seed in seeds:
         warnings.warn(f"--seed {args.seed} equals a seed the model was trained with; the held-out prompts come "
                       "from their own stream, but pass another --seed to be sure they are unseen", stacklevel=2)
+    prompt_kwargs = getattr(args, "prompt_kwargs", None)
+    if isinstance(prompt_kwargs, str):
+        prompt_kwargs = json.loads(prompt_kwargs)
     gen = _Generator(path, args.task, min(args.batch_size, len(prompts)), args.max_new_tokens,
-                     args.temperature, args.tokenizer, device)
+                     args.temperature, args.tokenizer, device, prompt_kwargs)
     kinds = [str(p.meta.get("kind", "all")) for p in prompts]
     greedy = gen.generate(prompts, greedy=True)
     greedy_batches = gen.batches

@@ -130,3 +130,13 @@ def test_eval_prompt_kwargs_restrict_the_kinds(byte_gpt2_dir, tmp_path):
                                                "none"])) == 0
     r = json.loads((out / "eval.json").read_text())["models"][0]
     assert set(r["greedy_accuracy"]) <= {"all", "max", "argmin"} and "ref_perplexity" not in r["fluency"]
+
+
+def test_eval_prompt_kwargs_that_lengthen_prompts_fit_the_env(byte_gpt2_dir, tmp_path):
+    """Tables of up to 12 rows make longer prompts than the task's default bound (6 rows): the eval env takes its
+    prompt bound from the same prompt arguments, so they fit (before, the env refused them as too long)."""
+    out = tmp_path / "ev"
+    assert cli(eval_argv(out, byte_gpt2_dir, extra=["--prompt-kwargs", '{"min_rows": 11, "max_rows": 12}',
+                                               "--ref-model", "none"])) == 0
+    r = json.loads((out / "eval.json").read_text())["models"][0]
+    assert r["n"] == 6 and all(e["prompt"].count("\n") > 14 for e in r["examples"])  # the long tables were used
