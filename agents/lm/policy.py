@@ -74,6 +74,24 @@ def disable_dropout(module: nn.Module) -> None:
                 setattr(cfg, attr, 0.0)
 
 
+def shared_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(first, inverse)`` when some rows of the left-padded prompts ``(N, P)`` are equal: ``first`` (U,) the
+    first row of each distinct prompt, ``inverse`` (N,) the distinct prompt of each row (rows = distinct[inverse]).
+    None when every prompt differs (nothing to share), or when this transformers' cache cannot copy rows."""
+    from transformers import DynamicCache
+
+    if not hasattr(DynamicCache, "batch_select_indices"):
+        return None
+    N = prompt_ids.shape[0]
+    _, inverse = torch.unique(torch.cat([prompt_ids, prompt_mask], 1), dim=0, return_inverse=True)  # (N,)
+    U = int(inverse.max()) + 1 if N else 0
+    if U == N:
+        return None
+    first = torch.full((U,), N, dtype=torch.long, device=prompt_ids.device).scatter_reduce(
+        0, inverse, torch.arange(N, device=prompt_ids.device), reduce="amin")  # (U,)
+    return first, inverse
+
+
 def check_truncation(top_k: int, top_p: float) -> None:
     """Raise ``ValueError`` for a top-k below 0 or a top-p outside (0, 1]."""
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
@@ -188,6 +206,8 @@ class CausalLMPolicy(nn.Module):
             self.value_head.to(next(lm.parameters()).dtype)
         self.critic: nn.Module | None = copy.deepcopy(self._trunk(lm)) if separate_critic else None
         self.trainable_layers: int | None = None  # set by train_only_last_layers
+        # trunk reuse: rows with the same prompt (group sampling) run the top blocks over it once (see forward)
+        self.share_prompts = True
 
     # -- the model's parts --------------------------------------------------------------------------------
     @property
@@ -232,15 +252,23 @@ class CausalLMPolicy(nn.Module):
         return len(transformer_blocks(self._trunk(self.hf_model))[1]) - n
 
     @contextlib.contextmanager
-    def _only_blocks(self, start: int, stop: int | None, inject: torch.Tensor | None = None) -> Iterator[None]:
+    def _only_blocks(self, start: int, stop: int | None, inject: torch.Tensor | None = None,
+                     renumber: bool = False) -> Iterator[None]:
         """Inside it, the trunk runs only its blocks ``[start, stop)``, through transformers' own forward
         (embeddings, attention mask, rotary positions, final norm), block ``start`` reading ``inject`` in place
         of its input. The embeddings' output is then discarded: a lookup, cheap beside a block. The blocks
         keep their own attributes; a model that picks a block's mask by its *index* in the list (interleaved
-        sliding-window attention) would need the offset, which SmolLM2, Llama and GPT-2 do not."""
+        sliding-window attention) would need the offset, which SmolLM2, Llama and GPT-2 do not.
+
+        ``renumber``: the view's attention modules read and write KV-cache layers ``0, 1, ...`` (their
+        ``layer_idx`` shifted down by ``start``), so that a cache filled by these blocks alone has its first layer
+        filled: transformers reads the cached length and the mask sizes from layer 0."""
         trunk = self._trunk(self.hf_model)
         name, blocks = transformer_blocks(trunk)
         view = nn.ModuleList(list(blocks)[start:stop])
+        renamed = [m for m in view.modules() if isinstance(getattr(m, "layer_idx", None), int)] if renumber else []
+        for m in renamed:
+            m.layer_idx -= start
         handle = None
         if inject is not None:
             def feed(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -253,6 +281,8 @@ class CausalLMPolicy(nn.Module):
             yield
         finally:
             setattr(trunk, name, blocks)
+            for m in renamed:
+                m.layer_idx += start
             if handle is not None:
                 handle.remove()
 
@@ -349,7 +379,8 @@ class CausalLMPolicy(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                 past_key_values: Any = None, use_cache: bool = False, logits_from: int = 0,
                 logits_to: int | None = None, boundary: torch.Tensor | None = None, truncate: bool = True,
-                support: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
+                support: torch.Tensor | None = None, prompt_len: int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """``(logits, values, past)`` for the columns ``[logits_from, logits_to)`` of the input.
 
         ``logits`` are :meth:`head_logits` (``truncate``, ``support``: top-k / top-p); ``values`` are ``(n, k)``.
@@ -357,11 +388,21 @@ class CausalLMPolicy(nn.Module):
         updated KV cache (else None). ``boundary`` (from :meth:`boundary_states`, over the same ``input_ids``)
         runs only the blocks above the frozen ones. A separate critic keeps no cache, so it is only supported
         without ``use_cache`` (:func:`agents.lm.rollout.rollout` re-runs it at the end).
+
+        ``prompt_len`` ``P`` (with ``boundary``): the first ``P`` columns are the left-padded prompts. Rows with
+        the same prompt (group sampling) then run the top blocks over it once, and its KV cache is copied to each
+        row for the completion columns (:meth:`_shared_prompt_hidden`): the same result, with the prompt's share
+        of the work divided by the group size.
         """
         trunk = self._trunk(self.hf_model)
         cache_kw, cache_name = kv_cache_io(trunk, past_key_values, use_cache)
         if boundary is not None and use_cache:
             raise ValueError("boundary states and use_cache do not go together (a rollout runs every block)")
+        if boundary is not None and prompt_len is not None and self.critic is None and self.share_prompts:
+            hidden = self._shared_prompt_hidden(trunk, input_ids, attention_mask, position_ids, boundary, prompt_len,
+                                                logits_from, logits_to)
+            if hidden is not None:
+                return self.head_logits(hidden, truncate, support), self._values(hidden), None
         reuse = self._only_blocks(self.frozen_blocks, None, inject=boundary) if boundary is not None else \
             contextlib.nullcontext()
         with reuse:
@@ -378,6 +419,35 @@ class CausalLMPolicy(nn.Module):
             hidden = c.last_hidden_state[:, logits_from:logits_to]
         return logits, self._values(hidden), past
 
+    def _shared_prompt_hidden(self, trunk: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                              position_ids: torch.Tensor, boundary: torch.Tensor, P: int, lo: int,
+                              hi: int | None) -> torch.Tensor | None:
+        """The top blocks' hidden states ``(n, hi - lo, d)`` for columns ``[lo, hi)``, computed with each distinct
+        prompt (the first ``P`` columns) run once: its KV cache, with gradient, is copied to its rows
+        (``batch_select_indices``) and the completion columns run on top of it. None when every prompt differs,
+        when ``[lo, hi)`` does not start in the prompt and end after it, or when this transformers' cache cannot
+        copy rows: :meth:`forward` then runs every row whole."""
+        n, L = input_ids.shape
+        hi = L if hi is None else hi
+        if not (0 <= lo < P < hi <= L):
+            return None
+        shared = shared_prompts(input_ids[:, :P], attention_mask[:, :P])
+        if shared is None:
+            return None
+        first, inverse = shared
+        K = self.frozen_blocks
+        with self._only_blocks(K, None, inject=boundary[first, :P], renumber=True):
+            head = trunk(input_ids=input_ids[first, :P], attention_mask=attention_mask[first, :P],
+                         position_ids=position_ids[first, :P], use_cache=True, **kv_cache_io(trunk, None, True)[0])
+        past = getattr(head, kv_cache_io(trunk, None)[1])
+        if not hasattr(past, "batch_select_indices"):  # a legacy (tuple) cache
+            return None
+        past.batch_select_indices(inverse)  # (U, ...) -> (n, ...), differentiable indexing
+        with self._only_blocks(K, None, inject=boundary[:, P:], renumber=True):
+            tail = trunk(input_ids=input_ids[:, P:], attention_mask=attention_mask, position_ids=position_ids[:, P:],
+                         use_cache=True, **kv_cache_io(trunk, past, True)[0])
+        return torch.cat([head.last_hidden_state[:, lo:P][inverse], tail.last_hidden_state[:, : hi - P]], 1)
+
     def evaluate(self, minibatch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(logprob, entropy, value)`` of ``minibatch["actions"]``, each ``(n, T)``, from one forward pass over
         ``input_ids`` ``(n, P + T)`` (left-padded prompts, right-padded completions) and ``attention_mask``;
@@ -390,7 +460,8 @@ class CausalLMPolicy(nn.Module):
         if P < 1:
             raise ValueError(f"input_ids has {ids.shape[1]} columns, fewer than the {T} actions + 1 prompt token")
         logits, values, _ = self(**model_inputs(ids, mask), logits_from=P - 1, logits_to=P - 1 + T,
-                                 boundary=minibatch.get("boundary"), support=minibatch.get("support"))  # (n, T, V)
+                                 boundary=minibatch.get("boundary"), support=minibatch.get("support"),
+                                 prompt_len=P)  # (n, T, V)
         logp_all = torch.log_softmax(logits, dim=-1)  # (n, T, V), float32
         logprob = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)  # (n, T)
         p_all = logp_all.exp()
@@ -403,7 +474,7 @@ class CausalLMPolicy(nn.Module):
         """Log-probs ``(n, T)`` of the last ``T`` columns of ``input_ids`` (the completions)."""
         P = input_ids.shape[1] - T
         logits, _, _ = self(**model_inputs(input_ids, attention_mask), logits_from=P - 1, logits_to=P - 1 + T,
-                            boundary=boundary, truncate=truncate)
+                            boundary=boundary, truncate=truncate, prompt_len=P)
         return torch.log_softmax(logits, -1).gather(-1, input_ids[:, P:].long().unsqueeze(-1)).squeeze(-1)
 
     def save_pretrained(self, folder: str | Path, tokenizer: Any = None) -> Path:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.lm.policy import CausalLMPolicy, model_inputs, transformer_blocks
+from agents.lm.policy import CausalLMPolicy, model_inputs, shared_prompts, transformer_blocks
 from textgym.envs.layout import obs_to_left_padded
 
 
@@ -81,24 +81,6 @@ def sample_tokens(logits: torch.Tensor, generator: torch.Generator | Sequence[to
         u = torch.rand(N, generator=generator, dtype=torch.float64, device=cdf.device)
     u = (u * cdf[:, -1])[:, None]  # (N, 1) in [0, total): the total is 1 up to rounding
     return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_max(V - 1)  # first index with cdf > u
-
-
-def shared_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(first, inverse)`` when some rows of the left-padded prompts ``(N, P)`` are equal: ``first`` (U,) the
-    first row of each distinct prompt, ``inverse`` (N,) the distinct prompt of each row (rows = distinct[inverse]).
-    None when every prompt differs (nothing to share), or when this transformers' cache cannot copy rows."""
-    from transformers import DynamicCache
-
-    if not hasattr(DynamicCache, "batch_select_indices"):
-        return None
-    N = prompt_ids.shape[0]
-    _, inverse = torch.unique(torch.cat([prompt_ids, prompt_mask], 1), dim=0, return_inverse=True)  # (N,)
-    U = int(inverse.max()) + 1 if N else 0
-    if U == N:
-        return None
-    first = torch.full((U,), N, dtype=torch.long, device=prompt_ids.device).scatter_reduce(
-        0, inverse, torch.arange(N, device=prompt_ids.device), reduce="amin")  # (U,)
-    return first, inverse
 
 
 def _final_info(infos: dict[str, Any], i: int) -> dict[str, Any]:

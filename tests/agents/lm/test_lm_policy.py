@@ -209,6 +209,50 @@ def test_trunk_reuse_equals_the_full_forward(arch, n):
     torch.testing.assert_close(pol.evaluate(mb)[0], out_full[0])
 
 
+@pytest.mark.parametrize("arch,n", [("gpt2", 1), ("llama", 1), ("llama", 2)])
+def test_shared_prompts_in_the_top_blocks_equal_every_row_whole(arch, n):
+    """Rows with the same prompt (group sampling) run the trainable top blocks over it once and share its KV
+    cache: log-probs, entropies, values and gradients equal running every row whole, with left-padded prompts of
+    different lengths and completions that ended early; the blocks' layer numbers are restored afterwards."""
+    from agents.lm.policy import train_only_last_layers
+
+    model = make_tiny_gpt2(vocab_size=50) if arch == "gpt2" else tiny_llama()
+    pol = train_only_last_layers(CausalLMPolicy(model, vocab_size=48, value_head_init="normal", temperature=0.8), n)
+    g = torch.Generator().manual_seed(1)
+    P, T = 6, 4
+    prompts = torch.randint(0, 48, (3, P), generator=g)
+    pmask = torch.ones_like(prompts)
+    pmask[1, :2] = 0  # a shorter, left-padded prompt
+    rows = torch.tensor([0, 1, 0, 2, 1, 0])  # groups of unequal size, interleaved (a shuffled minibatch)
+    ids = torch.cat([prompts[rows], torch.randint(0, 48, (6, T), generator=g)], 1)
+    mask = torch.cat([pmask[rows], torch.ones(6, T, dtype=torch.long)], 1)
+    mask[3, -2:] = 0  # a completion that ended early
+    mb = {"actions": ids[:, P:], "input_ids": ids, "attention_mask": mask, "boundary": pol.boundary_states(ids, mask)}
+    params = [p for p in pol.parameters() if p.requires_grad]
+    idx_before = [m.layer_idx for m in pol.modules() if isinstance(getattr(m, "layer_idx", None), int)]
+
+    calls: list[int] = []
+    hook = pol._trunk(pol.hf_model).register_forward_pre_hook(
+        lambda m, a, kw: calls.append(kw["input_ids"].shape[0]), with_kwargs=True)
+    out_shared = pol.evaluate(mb)
+    grads_shared = torch.autograd.grad(sum(x.sum() for x in out_shared), params)
+    assert calls == [3, 6]  # the 3 distinct prompts once, then the 6 rows' completions
+    pol.share_prompts = False
+    calls.clear()
+    out_whole = pol.evaluate(mb)
+    grads_whole = torch.autograd.grad(sum(x.sum() for x in out_whole), params)
+    assert calls == [6]
+    hook.remove()
+    for a, b in zip(out_whole, out_shared):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads_whole, grads_shared):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert idx_before == [m.layer_idx for m in pol.modules() if isinstance(getattr(m, "layer_idx", None), int)]
+    pol.share_prompts = True  # the reference's log-probs go through the same path
+    lp = pol.sequence_logprobs(ids, mask, T, mb["boundary"])
+    torch.testing.assert_close(lp, out_whole[0].detach(), atol=1e-5, rtol=1e-5)
+
+
 def test_reference_parts_hold_only_what_trains():
     from agents.lm.policy import train_only_last_layers
 
