@@ -61,6 +61,27 @@ def test_wrong_but_valid_query_and_valid_weight(prompts):
     assert details == [{}, {}]
 
 
+def test_typed_weight_pays_an_answer_of_the_right_type(prompts):
+    """``typed``: an item of the table for a label question, a number for the others; a part (and a weight) only
+    when ``typed_weight > 0``, so the default score and parts are unchanged."""
+    amax = next(p for p in prompts if p.meta["kind"] == "argmax")
+    mx = next(p for p in prompts if p.meta["kind"] == "max")
+    col, other = amax.meta["column"], next(r[0] for r in amax.meta["rows"] if r[0] != amax.meta["answer"])
+    samples = [sample(amax, f"SELECT MAX({col}) FROM t"),  # a number for a label question: valid only
+               sample(amax, f"SELECT '{other}'"),  # an item, the wrong one: valid and typed
+               sample(amax, gold(amax.meta)),  # right: all three
+               sample(mx, "SELECT item FROM t"),  # a label for a number question: valid only
+               sample(mx, f"SELECT MIN({mx.meta['column']}) FROM t"),  # a number, wrong: valid and typed
+               sample(mx, "SELECT 'lamp' FROM t; DROP TABLE t")]  # refused: nothing
+    scorer = make_scorer({"name": "sql", "valid_weight": 0.1, "typed_weight": 0.2})
+    scores, parts, _ = score_batch_details(scorer, samples)
+    assert parts["typed"].tolist() == [0, 1, 1, 0, 1, 0] and parts["correct"].tolist() == [0, 0, 1, 0, 0, 0]
+    assert scores.tolist() == pytest.approx([0.1, 0.3, 1.3, 0.1, 0.3, 0.0])
+    assert "typed" not in SQLScorer(valid_weight=0.1).score_parts(samples)
+    with pytest.raises(ValueError, match="typed_weight must be in"):
+        SQLScorer(typed_weight=2)
+
+
 def test_labels_are_case_insensitive_and_numbers_within_tolerance(prompts):
     p = next(p for p in prompts if p.meta["kind"] == "argmax")
     assert SQLScorer().judge(f"SELECT UPPER(item) FROM t ORDER BY {p.meta['column']} DESC LIMIT 1", p.meta)[1] == 1

@@ -5,13 +5,18 @@ Each prompt's meta holds the table (``columns``: ``[[name, SQLITE_TYPE], ...]``,
 completion (from the first line starting with ``SELECT`` or ``WITH``, inside a ```` ```sql ```` fence if there is
 one), runs it on table ``t`` and compares the first cell of the first result row with the answer:
 
-    score = correct + valid_weight * valid
+    score = correct + valid_weight * valid + typed_weight * typed
 
 - ``valid``: 1 if the query ran and the first cell of its result is not NULL, else 0.
+- ``typed`` (a part only when ``typed_weight > 0``): 1 if the first cell has the answer's type, else 0: one of
+  the table's item names for a label question (which item has the highest ...), a number for the others.
 - ``correct``: 1 if the first cell equals the answer (numbers within ``max(abs_tol, rel_tol * |answer|)``,
   labels case-insensitive, surrounding spaces ignored), else 0.
 - ``valid_weight`` defaults to 0 (the score is the execution accuracy); a small value such as 0.1 pays a
   little for a query that runs, which gives RL a signal on kinds the model never gets right at first.
+  ``typed_weight`` (default 0) pays a little more for an answer of the right type: it keeps a label question's
+  queries selecting an item (``SELECT item ... ORDER BY ... LIMIT 1``) where the valid bonus alone lets them
+  drift to the number that a max question wants (``SELECT MAX(qty)``).
 
 **The completion is untrusted code.** Every query runs in a fresh in-memory database holding only ``t``, behind
 four guards: an authorizer that allows ``SELECT``, reads of ``t``, recursive CTEs and function calls and denies
@@ -129,6 +134,19 @@ def run_query(query: str, columns: Sequence[Sequence[str]], rows: Sequence[Seque
         conn.close()
 
 
+def _typed(cell: Any, meta: Any) -> bool:
+    """Whether ``cell`` has the answer's type: an item of the table (label answers) or a number."""
+    if meta.get("answer_type", "number") == "label":
+        labels = meta.get("labels") or [r[0] for r in meta["rows"]]
+        return isinstance(cell, str) and cell.strip().lower() in {str(x).lower() for x in labels}
+    if isinstance(cell, (int, float)) and not isinstance(cell, bool):
+        return math.isfinite(cell)
+    try:
+        return isinstance(cell, str) and math.isfinite(float(cell.strip()))
+    except (ValueError, OverflowError):
+        return False
+
+
 def _matches(cell: Any, meta: Any, abs_tol: float, rel_tol: float) -> bool:
     answer = meta["answer"]
     if meta.get("answer_type", "number") == "label":
@@ -146,14 +164,17 @@ def _matches(cell: Any, meta: Any, abs_tol: float, rel_tol: float) -> bool:
 class SQLScorer:
     """Executes the completion as an SQLite query on the prompt's table; see the module docstring.
 
-    Arguments: ``valid_weight`` (default 0), ``abs_tol`` (default 0.01: ``ROUND(AVG(x), 2)`` counts as right),
+    Arguments: ``valid_weight`` (default 0), ``typed_weight`` (default 0), ``abs_tol`` (default 0.01:
+    ``ROUND(AVG(x), 2)`` counts as right),
     ``rel_tol`` (default 0), ``max_rows`` (5), ``max_vm_steps`` (1e6), ``time_budget_s`` (0.05).
     """
 
     def __init__(self, valid_weight: float = 0.0, abs_tol: float = 0.01, rel_tol: float = 0.0, max_rows: int = 5,
-                 max_vm_steps: int = 1_000_000, time_budget_s: float = 0.05, name: str = "sql") -> None:
-        if not 0.0 <= valid_weight <= 1.0:
-            raise ValueError(f"valid_weight must be in [0, 1], got {valid_weight}")
+                 max_vm_steps: int = 1_000_000, time_budget_s: float = 0.05, name: str = "sql",
+                 typed_weight: float = 0.0) -> None:
+        for what, w in (("valid_weight", valid_weight), ("typed_weight", typed_weight)):
+            if not 0.0 <= w <= 1.0:
+                raise ValueError(f"{what} must be in [0, 1], got {w}")
         if abs_tol < 0 or rel_tol < 0:
             raise ValueError(f"abs_tol and rel_tol must be >= 0, got {abs_tol}, {rel_tol}")
         if max_rows < 1 or max_vm_steps < 1 or not time_budget_s > 0:
@@ -162,16 +183,24 @@ class SQLScorer:
         self.valid_weight, self.abs_tol, self.rel_tol = float(valid_weight), float(abs_tol), float(rel_tol)
         self.max_rows, self.max_vm_steps, self.time_budget_s = int(max_rows), int(max_vm_steps), float(time_budget_s)
         self.name = name
+        self.typed_weight = float(typed_weight)
         self.weights = {"correct": 1.0, "valid": self.valid_weight}
+        if self.typed_weight:
+            self.weights["typed"] = self.typed_weight
 
     def judge(self, completion: str, meta: Any) -> tuple[float, float, str | None]:
         """``(valid, correct, sql_error)`` of one completion, given the prompt's meta."""
+        valid, correct, _typed_ok, error = self._judge(completion, meta)
+        return valid, correct, error
+
+    def _judge(self, completion: str, meta: Any) -> tuple[float, float, float, str | None]:
+        """``(valid, correct, typed, sql_error)``."""
         if not meta or "answer" not in meta or "columns" not in meta or "rows" not in meta:
             raise ValueError("SQLScorer needs meta['answer'], meta['columns'] and meta['rows'] (the table); use "
                              "prompts='gen:sql'")
         query = extract_query(completion)
         if not query:
-            return 0.0, 0.0, "no query: expected a SELECT (or WITH) statement"
+            return 0.0, 0.0, 0.0, "no query: expected a SELECT (or WITH) statement"
         try:
             result = run_query(query, meta["columns"], meta["rows"], max_rows=self.max_rows,
                                max_vm_steps=self.max_vm_steps, time_budget_s=self.time_budget_s)
@@ -179,22 +208,27 @@ class SQLScorer:
             msg = str(e) or type(e).__name__
             if msg == "interrupted":
                 msg = f"interrupted: the query ran past {self.max_vm_steps} steps or {self.time_budget_s * 1e3:.0f} ms"
-            return 0.0, 0.0, f"{type(e).__name__}: {msg}"
+            return 0.0, 0.0, 0.0, f"{type(e).__name__}: {msg}"
         if not result or not result[0]:
-            return 0.0, 0.0, "the query returned no rows"
-        if result[0][0] is None:
-            return 0.0, 0.0, "the query's first cell is NULL"
-        return 1.0, float(_matches(result[0][0], meta, self.abs_tol, self.rel_tol)), None
+            return 0.0, 0.0, 0.0, "the query returned no rows"
+        cell = result[0][0]
+        if cell is None:
+            return 0.0, 0.0, 0.0, "the query's first cell is NULL"
+        return 1.0, float(_matches(cell, meta, self.abs_tol, self.rel_tol)), float(_typed(cell, meta)), None
 
     def score_details(self, samples: Sequence[Sample]) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
-        """Parts ``valid`` and ``correct`` (B,) and one info dict per sample (``{"sql_error": ...}`` on failure)."""
-        judged = [self.judge(s.completion, s.meta) for s in samples]
+        """Parts ``valid`` and ``correct`` (and ``typed`` when weighted), each (B,), and one info dict per sample
+        (``{"sql_error": ...}`` on failure)."""
+        judged = [self._judge(s.completion, s.meta) for s in samples]
         parts = {"valid": np.array([j[0] for j in judged]), "correct": np.array([j[1] for j in judged])}
-        return parts, [{} if j[2] is None else {"sql_error": j[2]} for j in judged]
+        if self.typed_weight:
+            parts["typed"] = np.array([j[2] for j in judged])
+        return parts, [{} if j[3] is None else {"sql_error": j[3]} for j in judged]
 
     def score_parts(self, samples: Sequence[Sample]) -> dict[str, np.ndarray]:
         return self.score_details(samples)[0]
 
     def score(self, samples: Sequence[Sample]) -> np.ndarray:
         parts = self.score_parts(samples)
-        return parts["correct"] + self.valid_weight * parts["valid"]
+        score = parts["correct"] + self.valid_weight * parts["valid"]
+        return score + self.typed_weight * parts["typed"] if self.typed_weight else score
