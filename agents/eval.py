@@ -142,7 +142,7 @@ class _Generator:
         from textgym.registration import TASKS, resolve_task
         from textgym.tokenizers import make_tokenizer
 
-        self.policy = CausalLMPolicy(model, temperature=temperature).to(device).eval()
+        self.policy = CausalLMPolicy(model, temperature=temperature, value_head=False).to(device).eval()
         kwargs = dict(TASKS[resolve_task(task)][1])
         if tokenizer is not None:
             kwargs["tokenizer"] = tokenizer
@@ -189,7 +189,7 @@ def _perplexity(ref: Any, batches: list[tuple[Any, Any, Any, int]]) -> float:
     """exp(-mean log-prob) of all completion tokens under ``ref`` (token-weighted over the completions), one
     forward pass per rollout batch (rows past ``rows`` are padding of the last batch)."""
     total, count = 0.0, 0
-    device = ref.value_head.weight.device
+    device = ref.device
     for ids, mask, comp_mask, rows in batches:
         T = comp_mask.shape[1]
         lp = ref.sequence_logprobs(ids[:rows].to(device), mask[:rows].to(device), T)  # (rows, T)
@@ -356,7 +356,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ref = None
     ref_spec = args.ref_model if args.ref_model is not None else models[0]
     if str(ref_spec).lower() != "none":
-        ref = CausalLMPolicy(resolve_model(ref_spec)[0]).to(device).eval()
+        ref = CausalLMPolicy(resolve_model(ref_spec)[0], value_head=False).to(device).eval()  # log-probs only
     results = [evaluate_model(m, args, prompts, ref, device) for m in models]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
