@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup browser demo demo-sql test test-slow lint bench clean
+.PHONY: setup browser demo demo-sql demo-direct test test-slow lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -48,6 +48,13 @@ demo-sql: setup
 		--scorer '$(ANALYSIS_SCORER)'
 	$(PY) -m agents.cli eval --task TextGen-SQL-v0 --n 256 --model default --model runs/demo-sql \
 		--batch-size 64 --out runs/demo-sql/eval
+
+# The direct-answer task (the number itself, strict and lenient scores) with demo-sql's settings and its own scorer.
+demo-direct: setup
+	rm -rf runs/demo-direct
+	$(PY) -m agents.cli train --task TextGen-DataAnalysis-v0 --out runs/demo-direct $(ANALYSIS_ARGS)
+	$(PY) -m agents.cli eval --task TextGen-DataAnalysis-v0 --n 256 --model default --model runs/demo-direct \
+		--batch-size 64 --out runs/demo-direct/eval
 
 # The tests CI runs: everything but the long learning runs (those are marked slow; small versions run here).
 test: setup browser
