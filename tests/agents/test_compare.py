@@ -289,11 +289,16 @@ def test_run_subprocess_on_ctrl_c_stops_the_child_and_reaps_it(tmp_path, monkeyp
     import time
 
     monkeypatch.setattr(compare, "SIGINT_GRACE_S", 0.3)  # the child here never got the terminal's SIGINT
-    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
-    t0 = time.perf_counter()
-    with pytest.raises(KeyboardInterrupt):
-        compare.run_subprocess([sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"],
-                               tmp_path / "log.txt")
+    # a suite started in the background (`nohup make test &`) inherits SIGINT ignored: install the terminal's
+    old_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        t0 = time.perf_counter()
+        with pytest.raises(KeyboardInterrupt):
+            compare.run_subprocess([sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"],
+                                   tmp_path / "log.txt")
+    finally:
+        signal.signal(signal.SIGINT, old_handler)
     assert time.perf_counter() - t0 < 20  # it was stopped, not waited out
     assert "started" in (tmp_path / "log.txt").read_text()
 
