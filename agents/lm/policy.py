@@ -436,10 +436,11 @@ class CausalLMPolicy(nn.Module):
             return None
         first, inverse = shared
         K = self.frozen_blocks
+        cache_kw, cache_name = kv_cache_io(trunk, None, True)
         with self._only_blocks(K, None, inject=boundary[first, :P], renumber=True):
             head = trunk(input_ids=input_ids[first, :P], attention_mask=attention_mask[first, :P],
-                         position_ids=position_ids[first, :P], use_cache=True, **kv_cache_io(trunk, None, True)[0])
-        past = getattr(head, kv_cache_io(trunk, None)[1])
+                         position_ids=position_ids[first, :P], use_cache=True, **cache_kw)
+        past = getattr(head, cache_name)
         if not hasattr(past, "batch_select_indices"):  # a legacy (tuple) cache
             return None
         past.batch_select_indices(inverse)  # (U, ...) -> (n, ...), differentiable indexing
