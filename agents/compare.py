@@ -476,8 +476,8 @@ def heldout_eval(run_dir: Path, cfg: dict[str, Any], n: int, seed: int, prompts:
         torch.set_num_threads(cfg["num_threads"])
     args = argparse.Namespace(task=cfg["task"], seed=seed, batch_size=min(32, n), max_new_tokens=cfg["max_new_tokens"],
                               temperature=1.0, tokenizer=cfg["tokenizer"], success_part="correct", gold_scorer=None,
-                              k=0, all_examples=False, train_seed=None, prompt_kwargs=_eval_prompt_kwargs(cfg))
-    result = evaluate_model(str(run_dir), args, prompts, None, resolve_device(cfg["device"]))
+                              k=0, all_examples=False, train_seed=None)
+    result = evaluate_model(str(run_dir), args, prompts, None, resolve_device(cfg["device"]), _eval_prompt_kwargs(cfg))
     _write_json(run_dir / "heldout_eval.json", {"key": key, "result": result})
     return _finite(result)
 

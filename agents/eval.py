@@ -199,9 +199,10 @@ def _perplexity(ref: Any, batches: list[tuple[Any, Any, Any, int]]) -> float:
     return math.exp(-total / count) if count else float("nan")
 
 
-def evaluate_model(spec: str | None, args: argparse.Namespace, prompts: list[Any], ref: Any, device: Any
-                   ) -> dict[str, Any]:
-    """Every figure of one model (see the module docstring), as a JSON-ready dict."""
+def evaluate_model(spec: str | None, args: argparse.Namespace, prompts: list[Any], ref: Any, device: Any,
+                   prompt_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every figure of one model (see the module docstring), as a JSON-ready dict; ``prompt_kwargs``: those the
+    held-out ``prompts`` were drawn with (the env's prompt bound comes from the same source)."""
     from textgym.scorers import make_scorer, score_batch
     from textgym.stats import mean_ci
 
@@ -212,9 +213,6 @@ def evaluate_model(spec: str | None, args: argparse.Namespace, prompts: list[Any
     if args.seed in seeds:
         warnings.warn(f"--seed {args.seed} equals a seed the model was trained with; the held-out prompts come "
                       "from their own stream, but pass another --seed to be sure they are unseen", stacklevel=2)
-    prompt_kwargs = getattr(args, "prompt_kwargs", None)
-    if isinstance(prompt_kwargs, str):
-        prompt_kwargs = json.loads(prompt_kwargs)
     gen = _Generator(path, args.task, min(args.batch_size, len(prompts)), args.max_new_tokens,
                      args.temperature, args.tokenizer, device, prompt_kwargs)
     kinds = [str(p.meta.get("kind", "all")) for p in prompts]
@@ -357,7 +355,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ref_spec = args.ref_model if args.ref_model is not None else models[0]
     if str(ref_spec).lower() != "none":
         ref = CausalLMPolicy(resolve_model(ref_spec)[0], value_head=False).to(device).eval()  # log-probs only
-    results = [evaluate_model(m, args, prompts, ref, device) for m in models]
+    results = [evaluate_model(m, args, prompts, ref, device, prompt_kwargs) for m in models]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"task": task, "n": args.n, "k": args.k, "seed": args.seed, "eval_tag": EVAL_TAG,
