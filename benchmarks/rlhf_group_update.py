@@ -1,4 +1,5 @@
-"""Time of one GRPO iteration on TextGen-SQL-v0 (``make demo-sql``'s settings) with the group's shared prompt run
+"""Time of one GRPO iteration on TextGen-SQL-v0 (``make demo-sql``'s model, groups, batch and sampling; the valid
+bonus only and the default KL penalty, as demo-sql had when this was written) with the group's shared prompt run
 through the trainable top blocks once per distinct prompt, against once per row (the path before).
 
 With trunk reuse, the forward (old and reference log-probs) and the update run only the top blocks, but over
